@@ -1,0 +1,175 @@
+"""The backward-rule engine: one walk down a recorded forward pass, one rule per layer kind.
+
+A backward method is a :class:`RuleSet` — a map from step kind (``conv``, ``relu``, ``maxpool``, …) to a
+rule ``rule(step, x_in, x_out, signal, aux) -> signal_in`` — plus an optional ``after`` hook applied to the
+signal once a step has been crossed (FBI's forward-backward mask). :func:`propagate` is the only engine;
+methods differ only by the rule set they pass:
+
+* ``GRADIENT``: the exact vector-Jacobian product of every layer (equals ``torch.autograd``).
+* ``DECONVNET`` (Zeiler & Fergus 2014): ReLU passes ``max(signal, 0)`` whatever the forward input was.
+* ``GUIDED`` (Springenberg et al. 2015): ReLU passes ``max(signal, 0) · [x_in > 0]``.
+
+Max pooling routes through the forward pass's switches in all three. Later papers add their own rules
+with :meth:`RuleSet.with_rules` (Oramas et al.'s strided-convolution fix, FBI's unpooling and masks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .trace import Step, Trace
+
+__all__ = ["Rule", "RuleSet", "GRADIENT", "DECONVNET", "GUIDED", "RULESETS", "propagate", "one_hot"]
+
+Rule = Callable[[Step, Tensor, Tensor, Tensor, Any], Tensor]
+After = Callable[[Step, Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A named map from step kind to backward rule, and an optional hook run after every step."""
+
+    name: str
+    rules: Mapping[str, Rule]
+    after: After | None = None
+    doc: str = field(default="", compare=False)
+
+    def with_rules(self, name: str, after: After | None = None, doc: str = "", **rules: Rule) -> RuleSet:
+        """A new rule set: this one with some kinds' rules replaced (and an ``after`` hook)."""
+        merged = MappingProxyType({**self.rules, **rules})
+        return replace(self, name=name, rules=merged, after=after or self.after, doc=doc or self.doc)
+
+    def rule(self, step: Step) -> Rule:
+        try:
+            return self.rules[step.kind]
+        except KeyError:
+            raise TypeError(
+                f"rule set {self.name!r} has no rule for layer {step.name} ({type(step.module).__name__})"
+            ) from None
+
+
+# ---------------------------------------------------------------- exact gradient rules
+
+
+def _local_vjp(step: Step, x_in: Tensor, signal: Tensor) -> Tensor:
+    # Exact VJP of one layer by autograd on a detached copy: for cheap layers without a closed form here.
+    with torch.enable_grad():
+        x = x_in.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(step.module(x), x, signal)
+    return g
+
+
+def _conv_gradient(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    m = step.module
+    assert isinstance(m, nn.Conv2d)
+    if isinstance(m.padding, str) or m.padding_mode != "zeros":
+        return _local_vjp(step, x_in, signal)
+    # The transposed convolution with the layer's own filters; conv2d_input also fixes output_padding.
+    return torch.nn.grad.conv2d_input(x_in.shape, m.weight, signal, m.stride, m.padding, m.dilation, m.groups)
+
+
+def _linear_gradient(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    assert isinstance(step.module, nn.Linear)
+    return signal @ step.module.weight
+
+
+def _relu_gradient(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    return signal * (x_in > 0)
+
+
+def _relu_deconvnet(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    return signal.clamp(min=0)
+
+
+def _relu_guided(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    return signal.clamp(min=0) * (x_in > 0)
+
+
+def _maxpool_switches(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    # Route each pooled value to its argmax; overlapping windows (AlexNet's 3×3/2) accumulate.
+    b, c = x_in.shape[:2]
+    out = signal.new_zeros(b, c, x_in.shape[2] * x_in.shape[3])
+    out.scatter_add_(2, aux.flatten(2), signal.flatten(2))
+    return out.view_as(x_in)
+
+
+def _pool_gradient(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    if x_in.shape == x_out.shape and step.kind == "adaptive_avgpool":
+        return signal  # VGG-16's 7×7 -> 7×7 at 224²: the identity
+    return _local_vjp(step, x_in, signal)
+
+
+def _flatten_gradient(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    return signal.reshape(x_in.shape)
+
+
+def _identity(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    return signal  # dropout in eval mode, identity
+
+
+def _batchnorm_gradient(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    m = step.module
+    assert isinstance(m, nn.BatchNorm2d) and m.running_var is not None
+    scale = (m.running_var + m.eps).rsqrt()
+    if m.weight is not None:
+        scale = scale * m.weight
+    return signal * scale.view(1, -1, 1, 1)
+
+
+GRADIENT = RuleSet(
+    "gradient",
+    MappingProxyType(
+        {
+            "conv": _conv_gradient,
+            "linear": _linear_gradient,
+            "relu": _relu_gradient,
+            "maxpool": _maxpool_switches,
+            "avgpool": _pool_gradient,
+            "adaptive_avgpool": _pool_gradient,
+            "flatten": _flatten_gradient,
+            "dropout": _identity,
+            "identity": _identity,
+            "batchnorm": _batchnorm_gradient,
+        }
+    ),
+    doc="exact vector-Jacobian products (equals autograd)",
+)
+DECONVNET = GRADIENT.with_rules("deconvnet", relu=_relu_deconvnet, doc="Zeiler & Fergus 2014")
+GUIDED = GRADIENT.with_rules("guided", relu=_relu_guided, doc="Springenberg et al. 2015")
+RULESETS: Mapping[str, RuleSet] = MappingProxyType({r.name: r for r in (GRADIENT, DECONVNET, GUIDED)})
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def propagate(trace: Trace, signal: Tensor, rules: RuleSet, start: int | None = None, stop: int = 0) -> Tensor:
+    """Walk ``signal`` backwards from the output of step ``start`` to the input of step ``stop``.
+
+    ``start`` defaults to the last step (``signal`` shaped like the logits). Returns a tensor shaped like
+    ``trace.input(stop)``; with ``stop = start + 1`` nothing is crossed and ``signal`` comes back.
+    """
+    start = len(trace.steps) - 1 if start is None else start
+    if not 0 <= stop <= start + 1 <= len(trace.steps):
+        raise ValueError(f"cannot propagate from step {start} down to step {stop} of {len(trace.steps)}")
+    expected = trace.output(start).shape
+    if signal.shape != expected:
+        raise ValueError(f"start signal has shape {tuple(signal.shape)}, the layer's output {tuple(expected)}")
+    with torch.no_grad():
+        for i in range(start, stop - 1, -1):
+            step = trace.steps[i]
+            x_in, x_out = trace.input(i), trace.output(i)
+            signal = rules.rule(step)(step, x_in, x_out, signal, trace.aux.get(i))
+            if rules.after is not None:
+                signal = rules.after(step, x_in, signal)
+    return signal
+
+
+def one_hot(logits: Tensor, targets: Tensor) -> Tensor:
+    """The start signal at the logits: 1 at each image's target class, 0 elsewhere (∂k_c/∂k)."""
+    return torch.zeros_like(logits).scatter_(1, targets.view(-1, 1), 1.0)

@@ -1,0 +1,46 @@
+"""Turning signals into heatmaps: per-image min-max normalisation, upsampling, RGB reductions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["normalize", "upsample", "reduce_rgb", "REDUCTIONS"]
+
+#: How a signed B×3×H×W input-space signal becomes a B×H×W heatmap.
+REDUCTIONS = {
+    "pos_l2": "keep the positive part, L2 norm over RGB (Oramas et al.'s code)",
+    "abs_max": "max over RGB of the absolute value (Simonyan et al.)",
+    "l2": "L2 norm over RGB of the signed signal",
+}
+
+
+def normalize(maps: Tensor) -> Tensor:
+    """Min-max each map of a B×… batch to [0, 1]; a constant map (to rounding) becomes all zeros."""
+    flat = maps.flatten(1)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    span = hi - lo
+    # A span at the level of float rounding of the values is noise on a constant map, not a signal.
+    scale = torch.maximum(hi.abs(), lo.abs()).clamp_min(torch.finfo(maps.dtype).tiny)
+    flat_ok = span > 16 * torch.finfo(maps.dtype).eps * scale
+    out = torch.where(flat_ok, (flat - lo) / torch.where(flat_ok, span, 1), torch.zeros_like(flat))
+    return out.view_as(maps)
+
+
+def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear upsampling of B×h×w maps to B×H×W (half-pixel centres, ``align_corners=False``)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def reduce_rgb(signal: Tensor, reduction: str = "pos_l2") -> Tensor:
+    """Reduce a signed B×C×H×W signal to B×H×W by one of :data:`REDUCTIONS`."""
+    if reduction == "pos_l2":
+        return signal.clamp(min=0).norm(dim=1)
+    if reduction == "abs_max":
+        return signal.abs().amax(dim=1)
+    if reduction == "l2":
+        return signal.norm(dim=1)
+    raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")

@@ -1,0 +1,43 @@
+"""Input-space backward methods: vanilla gradient, DeconvNet, guided backprop — one engine, three rule sets.
+
+For the explained logit ``k_c`` each returns ``R = B_1 ∘ … ∘ B_L (e_c)``, the one-hot start signal walked
+down every layer with the rule set's backward maps ``B_l`` (:mod:`dvehelpers.backprop`), reduced over RGB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..backprop import DECONVNET, GRADIENT, GUIDED, RuleSet
+from ..registry import register
+from .base import OUTPUT, REDUCTION, forward, input_signal, input_space_output
+
+__all__ = ["gradient", "deconvnet", "guided_backprop"]
+
+
+def _explain(rules: RuleSet, model: nn.Module, images: Tensor, target: Any, reduction: str, output: str) -> Tensor:
+    trace, targets = forward(model, images, target)
+    return input_space_output(input_signal(trace, targets, rules), reduction, output)
+
+
+@register("gradient", params=[REDUCTION, OUTPUT], paper="Simonyan et al. 2014", class_specific=True)
+def gradient(model: nn.Module, images: Tensor, target: Any = None, *, reduction: str = "pos_l2",
+             output: str = "heatmap") -> Tensor:
+    """Vanilla gradient ∂k_c/∂x (Simonyan, Vedaldi & Zisserman 2014, eq. 2)."""
+    return _explain(GRADIENT, model, images, target, reduction, output)
+
+
+@register("deconvnet", params=[REDUCTION, OUTPUT], paper="Zeiler & Fergus 2014", class_specific=True)
+def deconvnet(model: nn.Module, images: Tensor, target: Any = None, *, reduction: str = "pos_l2",
+              output: str = "heatmap") -> Tensor:
+    """DeconvNet: ReLU passes max(R, 0) regardless of the forward input; max-pool switches (Zeiler & Fergus 2014)."""
+    return _explain(DECONVNET, model, images, target, reduction, output)
+
+
+@register("guided_backprop", params=[REDUCTION, OUTPUT], paper="Springenberg et al. 2015", class_specific=True)
+def guided_backprop(model: nn.Module, images: Tensor, target: Any = None, *, reduction: str = "pos_l2",
+                    output: str = "heatmap") -> Tensor:
+    """Guided backprop: ReLU passes max(R, 0)·[x > 0] (Springenberg et al. 2015, eq. in §3.4)."""
+    return _explain(GUIDED, model, images, target, reduction, output)

@@ -1,0 +1,132 @@
+"""The method registry: one entry per method, read by ``explain``, the widgets, the evaluation and the benchmarks.
+
+Adding a method is one module::
+
+    @register("my_method", paper="Author et al. 2024", class_specific=True,
+              params=[Param("sigma", 1.0, "width of the blur", range=(0.1, 10.0))])
+    def my_method(model, images, target=None, *, sigma=1.0) -> Tensor: ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from torch import Tensor, nn
+
+from .checks import preserved
+
+__all__ = ["Param", "Method", "METHODS", "register", "explain"]
+
+MethodFn = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A method parameter: default, one-line doc, and its valid values.
+
+    ``kind`` is ``"float"``, ``"int"``, ``"bool"``, ``"choice"`` (one of ``choices``), ``"layer"`` (a layer
+    name of the model, ``None`` = the method's default) or ``"channels"`` (``None`` or a list of ints).
+    ``range`` bounds numbers, inclusive.
+    """
+
+    name: str
+    default: Any
+    doc: str
+    kind: str = "float"
+    choices: tuple[Any, ...] | None = None
+    range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "choice" and not self.choices:
+            raise ValueError(f"parameter {self.name!r}: a choice parameter needs choices")
+
+    def validate(self, value: Any) -> Any:
+        """``value`` checked against the spec (layer names are checked by the method, on the model)."""
+        where = f"parameter {self.name!r}"
+        if self.kind == "choice":
+            if value not in self.choices:  # type: ignore[operator]
+                raise ValueError(f"{where} got {value!r}; valid: {', '.join(map(repr, self.choices or ()))}")
+        elif self.kind == "bool":
+            if not isinstance(value, bool):
+                raise TypeError(f"{where} must be True or False, got {value!r}")
+        elif self.kind in ("float", "int"):
+            ok = (int,) if self.kind == "int" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, ok):
+                raise TypeError(f"{where} must be {'an int' if self.kind == 'int' else 'a number'}, got {value!r}")
+            if self.range is not None and not self.range[0] <= value <= self.range[1]:
+                raise ValueError(f"{where} = {value} is outside its range {self.range[0]}..{self.range[1]}")
+        elif self.kind == "layer":
+            if value is not None and not isinstance(value, (str, int)):
+                raise TypeError(f"{where} must be a layer name, got {value!r}")
+        elif self.kind == "channels" and value is not None and (
+            isinstance(value, (str, bytes)) or not isinstance(value, Sequence)
+            or not all(isinstance(c, int) and not isinstance(c, bool) for c in value)
+        ):
+            raise TypeError(f"{where} must be None or a list of channel indices, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: ``fn(model, images, target=None, **params) -> Tensor[B, H, W]`` in [0, 1]."""
+
+    name: str
+    fn: MethodFn
+    params: tuple[Param, ...]
+    paper: str
+    class_specific: bool
+    doc: str
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def check(self, params: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(params) - {p.name for p in self.params})
+        if unknown:
+            valid = ", ".join(p.name for p in self.params) or "(none)"
+            raise TypeError(f"method {self.name!r} got unknown parameter(s) {', '.join(unknown)}; valid: {valid}")
+        return {p.name: p.validate(params.get(p.name, p.default)) for p in self.params}
+
+    def __call__(self, model: nn.Module, images: Tensor, target: Any = None, **params: Any) -> Tensor:
+        checked = self.check(params)
+        with preserved(model):
+            return self.fn(model, images, target, **checked)
+
+
+_METHODS: dict[str, Method] = {}
+#: name -> :class:`Method`, read-only.
+METHODS = MappingProxyType(_METHODS)
+
+
+def register(name: str, *, params: Sequence[Param] = (), paper: str, class_specific: bool) -> Callable[[MethodFn], MethodFn]:
+    """Register ``fn`` under ``name`` with its parameter specs; the first docstring line is its summary."""
+
+    def deco(fn: MethodFn) -> MethodFn:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        _METHODS[name] = Method(name, fn, tuple(params), paper, class_specific, doc)
+        return fn
+
+    return deco
+
+
+def explain(name: str, model: nn.Module, images: Tensor, target: Any = None, **params: Any) -> Tensor:
+    """Explain ``images`` with the registered method ``name``: a B×H×W heatmap in [0, 1] per image.
+
+    ``target``: None (the top-1 class), an int, or a LongTensor of one class per image. Unknown method
+    names and parameters raise an error listing the valid ones.
+    """
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name](model, images, target, **params)
