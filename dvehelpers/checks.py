@@ -84,8 +84,10 @@ def preserved(model: nn.Module) -> Iterator[None]:
         for m, training in modes:
             m.training = training
         for p, flag, grad in params:
-            p.requires_grad_(flag)
-            p.grad = grad
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+            if p.grad is not grad:
+                p.grad = grad
         for m, fwd, pre, bwd in hooks:
             for store, before in ((m._forward_hooks, fwd), (m._forward_pre_hooks, pre), (m._backward_hooks, bwd)):
                 for key in [k for k in store if k not in before]:

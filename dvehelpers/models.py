@@ -34,18 +34,26 @@ _SMALL_HIDDEN = 256
 
 
 def _small_vgg(num_classes: int) -> tvm.VGG:
-    features = tvm.vgg.make_layers(_SMALL_VGG_CFG, batch_norm=False)
-    model = tvm.VGG(features, num_classes=num_classes, init_weights=True)
-    width = _SMALL_VGG_CFG[-2]
+    with torch.device("meta"):  # skip allocating and initialising the 120M-parameter ImageNet head
+        model = tvm.VGG(nn.Sequential(), num_classes=num_classes, init_weights=False)
+    model.features = tvm.vgg.make_layers(_SMALL_VGG_CFG, batch_norm=False)
     model.avgpool = nn.AdaptiveAvgPool2d((3, 3))
-    model.classifier = _classifier(width * 9, num_classes, dropout_first=False)
+    model.classifier = _classifier(int(_SMALL_VGG_CFG[-2]) * 9, num_classes, dropout_first=False)
+    for m in model.modules():  # torchvision's VGG initialisation
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
     return model
 
 
 def _small_alexnet(num_classes: int) -> tvm.AlexNet:
     # AlexNet's structure (strided first conv, overlapping 3×3/2 max pooling, three stacked convs) with a
     # stride-2 first conv so that a 112×112 input keeps 6×6 maps at pool5, as AlexNet has at 224×224.
-    model = tvm.AlexNet(num_classes=num_classes)
+    with torch.device("meta"):
+        model = tvm.AlexNet(num_classes=num_classes)
     model.features = nn.Sequential(
         nn.Conv2d(3, 32, kernel_size=7, stride=2, padding=2),
         nn.ReLU(inplace=True),

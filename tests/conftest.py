@@ -1,0 +1,66 @@
+"""Shared fixtures: small float64 networks of every supported shape, and seeded inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import dvehelpers as dh
+
+
+def seeded_images(seed: int, b: int = 2, size: int = 112, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, size, size, generator=g, dtype=dtype)
+
+
+def small(arch: str, num_classes: int = 6, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """A built network with non-trivial random weights (biases too, so ReLUs gate both ways)."""
+    model = dh.models.build(arch, num_classes)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            fan_in = p[0].numel() if p.ndim > 1 else 1
+            p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5 + (0.05 if p.ndim == 1 else 0.0))
+    return model.to(dtype).eval()
+
+
+def odd_sequential(dtype: torch.dtype = torch.float64) -> nn.Sequential:
+    """Every other supported layer kind: batch norm, average pooling, dilation, groups, padding, nesting."""
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 8, 5, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True)),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=2),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(8, 12, 3, stride=2, padding="valid"),
+        nn.Identity(),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d((2, 2)),
+        nn.Flatten(),
+        nn.Dropout(0.3),
+        nn.Linear(48, 5),
+    )
+    bn = model[0][1]
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.1, 0.1)
+    return model.to(dtype).eval()
+
+
+@pytest.fixture(params=["vgg", "alexnet"])
+def arch(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def model(arch: str) -> nn.Module:
+    return small(arch)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return seeded_images(0, b=3)
