@@ -160,7 +160,7 @@ def load(name_or_path: str | os.PathLike, map_location: str | torch.device = "cp
         return model.eval()
     # A bare state dict: an ImageNet file such as vgg16-397923af.pth given by path.
     for arch in _IMAGENET:
-        if isinstance(blob, dict) and _fits(build(arch, 1000), blob):
+        if isinstance(blob, dict) and _fits(_skeleton(arch), blob):
             return _load_imagenet(arch, path, map_location)
     raise ValueError(
         f"{path} is not a dvehelpers checkpoint (keys arch, num_classes, state_dict) nor a torchvision "
@@ -173,6 +173,12 @@ def _read(path: Path, map_location: str | torch.device) -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle, zip and unsafe-global errors all mean "do not trust this file"
         raise ValueError(f"cannot read checkpoint {path}: corrupt or not a weights-only file ({err})") from err
+
+
+def _skeleton(arch: str) -> nn.Module:
+    """The architecture on the meta device: shapes without the cost of allocating and initialising."""
+    with torch.device("meta"):
+        return build(arch, 1000)
 
 
 def _fits(model: nn.Module, state: dict[str, Any]) -> bool:
@@ -192,7 +198,8 @@ def _load_state(model: nn.Module, state: dict[str, Any], path: Path) -> None:
             f"checkpoint {path} does not match its architecture: missing {missing}, unexpected "
             f"{unexpected}, wrong shapes {sorted(shapes)[:5]}"
         )
-    model.load_state_dict(state)
+    # assign: a meta-device skeleton takes the loaded tensors as they are
+    model.load_state_dict(state, assign=True)
 
 
 def _load_imagenet(arch: str, path: Path | None, map_location: str | torch.device) -> nn.Module:
@@ -207,7 +214,7 @@ def _load_imagenet(arch: str, path: Path | None, map_location: str | torch.devic
                 f"(weights='IMAGENET1K_V1')\"\n"
                 f"or copy {Path(weights.url).name} into {path.parent}, or pass its path to dh.models.load()."
             )
-    model = build(arch, 1000)
+    model = _skeleton(arch)
     _load_state(model, _read(path, map_location), path)
     model.meta = {"weights": str(weights), "categories": list(weights.meta["categories"])}  # type: ignore[attr-defined]
     return model.eval()

@@ -1,0 +1,130 @@
+"""An ipywidgets explorer built from the registry: method, image, target class and every method parameter.
+
+Each parameter spec (:class:`dvehelpers.registry.Param`) becomes one control; changing any control
+recomputes the map (``continuous_update=False`` on sliders, so a drag computes once, on release).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as W
+import matplotlib.pyplot as plt
+from torch import Tensor, nn
+
+from .models import layer_names
+from .registry import METHODS, Param, explain
+from .viz import mask_outline, overlay, signed_image, to_rgb
+
+__all__ = ["param_widget", "widget_value", "Explorer", "explorer"]
+
+
+def param_widget(spec: Param, model: nn.Module | None = None) -> W.ValueWidget:
+    """One control for a parameter spec, labelled with its name and described by its doc line."""
+    common: dict[str, Any] = {"description": spec.name, "tooltip": spec.doc, "style": {"description_width": "initial"}}
+    if spec.kind == "choice":
+        return W.Dropdown(options=list(spec.choices or ()), value=spec.default, **common)
+    if spec.kind == "bool":
+        return W.Checkbox(value=bool(spec.default), **common)
+    if spec.kind == "layer":
+        names = layer_names(model) if model is not None else []
+        return W.Dropdown(options=[("default", None), *[(n, n) for n in names]], value=spec.default, **common)
+    if spec.kind == "channels":
+        return W.Text(value="" if spec.default is None else ",".join(map(str, spec.default)),
+                      placeholder="all (or e.g. 3,17)", continuous_update=False, **common)
+    slider = W.IntSlider if spec.kind == "int" else W.FloatSlider
+    if spec.range is not None:
+        lo, hi = spec.range
+        step = 1 if spec.kind == "int" else (hi - lo) / 100
+        return slider(value=spec.default, min=lo, max=hi, step=step, continuous_update=False, **common)
+    text = W.IntText if spec.kind == "int" else W.FloatText
+    return text(value=spec.default, continuous_update=False, **common)
+
+
+def widget_value(spec: Param, widget: W.ValueWidget) -> Any:
+    """The parameter value a control holds (channel text ``"3, 17"`` -> ``[3, 17]``, empty -> None)."""
+    if spec.kind == "channels":
+        text = widget.value.strip()
+        return None if not text else [int(t) for t in text.replace(" ", "").split(",") if t]
+    return widget.value
+
+
+class Explorer:
+    """The explorer's state: controls, the output area and the last computed map (``result``)."""
+
+    def __init__(self, model: nn.Module, images: Tensor, class_names: Sequence[str] | None = None,
+                 methods: Sequence[str] | None = None, display: Tensor | None = None,
+                 masks: Tensor | None = None, method: str | None = None) -> None:
+        self.model, self.images, self.masks = model, images, masks
+        self.display = images if display is None else display
+        names = list(methods or sorted(METHODS))
+        unknown = [m for m in names if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(sorted(METHODS))}")
+        k = class_names if class_names is not None else [str(i) for i in range(_num_classes(model))]
+        self.method = W.Dropdown(options=names, value=method or names[0], description="method")
+        self.index = W.IntSlider(value=0, min=0, max=images.shape[0] - 1, description="image",
+                                 continuous_update=False)
+        self.target = W.Dropdown(options=[("top-1", None), *[(f"{i}: {n}", i) for i, n in enumerate(k)]],
+                                 value=None, description="target")
+        self.params_box = W.VBox()
+        self.output = W.Output()
+        self.error = W.HTML()
+        self.result: Tensor | None = None
+        self.controls: dict[str, W.ValueWidget] = {}
+        self.method.observe(self._on_method, names="value")
+        for w in (self.index, self.target):
+            w.observe(self._redraw, names="value")
+        self.widget = W.VBox([W.HBox([self.method, self.index, self.target]), self.params_box, self.error,
+                              self.output])
+        self._on_method()
+
+    def params(self) -> dict[str, Any]:
+        spec = METHODS[self.method.value]
+        return {name: widget_value(spec.param(name), w) for name, w in self.controls.items()}
+
+    def _on_method(self, change: Any = None) -> None:
+        spec = METHODS[self.method.value]
+        self.controls = {p.name: param_widget(p, self.model) for p in spec.params}
+        for w in self.controls.values():
+            w.observe(self._redraw, names="value")
+        self.params_box.children = tuple(self.controls.values())
+        self.target.disabled = not spec.class_specific
+        self._redraw()
+
+    def _redraw(self, change: Any = None) -> None:
+        i = self.index.value
+        try:
+            params = self.params()
+            self.result = explain(self.method.value, self.model, self.images[i : i + 1], self.target.value,
+                                  **params)
+            self.error.value = ""
+        except (ValueError, TypeError) as err:  # a bad value typed into a control: say so, keep going
+            self.error.value = f"<span style='color:#b00'>{err}</span>"
+            return
+        self.output.clear_output(wait=True)
+        with self.output:
+            fig, ax = plt.subplots(1, 2, figsize=(6, 3))
+            ax[0].imshow(to_rgb(self.display[i]))
+            ax[0].set_axis_off()
+            if self.result.ndim == 4:
+                ax[1].imshow(to_rgb(signed_image(self.result)[0]))
+                ax[1].set_axis_off()
+            else:
+                overlay(ax[1], self.display[i], self.result[0])
+            if self.masks is not None:
+                mask_outline(ax[1], self.masks[i])
+            ax[1].set_title(self.method.value, fontsize=9)
+            plt.show()
+
+
+def _num_classes(model: nn.Module) -> int:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+
+
+def explorer(model: nn.Module, images: Tensor, class_names: Sequence[str] | None = None,
+             methods: Sequence[str] | None = None, display: Tensor | None = None,
+             masks: Tensor | None = None, method: str | None = None) -> Explorer:
+    """An interactive explorer of ``methods`` (default: all registered) on ``images``; show ``.widget``."""
+    return Explorer(model, images, class_names, methods, display, masks, method)
