@@ -14,8 +14,20 @@ from . import backprop, maps, methods, models, trace
 from .registry import METHODS, Method, Param, explain, register
 
 __version__ = "0.1.0"
-__all__ = ["device", "explain", "register", "METHODS", "Method", "Param", "models", "trace", "backprop", "maps",
-           "methods", "__version__"]
+__all__ = [
+    "device",
+    "explain",
+    "register",
+    "METHODS",
+    "Method",
+    "Param",
+    "models",
+    "trace",
+    "backprop",
+    "maps",
+    "methods",
+    "__version__",
+]
 
 
 def device() -> torch.device:

@@ -29,8 +29,7 @@ def check_images(model: nn.Module, images: object) -> Tensor:
     first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if first_conv is not None and images.shape[1] != first_conv.in_channels:
         raise ValueError(
-            f"images have {images.shape[1]} channels; the model's first convolution takes "
-            f"{first_conv.in_channels}"
+            f"images have {images.shape[1]} channels; the model's first convolution takes {first_conv.in_channels}"
         )
     p = _reference_param(model)
     if p is not None and images.device != p.device:
@@ -89,6 +88,10 @@ def preserved(model: nn.Module) -> Iterator[None]:
             if p.grad is not grad:
                 p.grad = grad
         for m, fwd, pre, bwd in hooks:
-            for store, before in ((m._forward_hooks, fwd), (m._forward_pre_hooks, pre), (m._backward_hooks, bwd)):
+            for store, before in (
+                (m._forward_hooks, fwd),
+                (m._forward_pre_hooks, pre),
+                (m._backward_hooks, bwd),
+            ):
                 for key in [k for k in store if k not in before]:
                     del store[key]

@@ -183,9 +183,7 @@ def _skeleton(arch: str) -> nn.Module:
 
 def _fits(model: nn.Module, state: dict[str, Any]) -> bool:
     own = model.state_dict()
-    return own.keys() == state.keys() and all(
-        getattr(state[k], "shape", None) == v.shape for k, v in own.items()
-    )
+    return own.keys() == state.keys() and all(getattr(state[k], "shape", None) == v.shape for k, v in own.items())
 
 
 def _load_state(model: nn.Module, state: dict[str, Any], path: Path) -> None:
@@ -210,7 +208,7 @@ def _load_imagenet(arch: str, path: Path | None, map_location: str | torch.devic
             raise FileNotFoundError(
                 f"ImageNet weights for {arch!r} are not in the torch hub cache ({path}). Nothing is "
                 f"downloaded automatically. To get them, with internet, run once:\n"
-                f"    python -c \"import torchvision; torchvision.models.{weights.__class__.__name__[:-8].lower()}"
+                f'    python -c "import torchvision; torchvision.models.{weights.__class__.__name__[:-8].lower()}'
                 f"(weights='IMAGENET1K_V1')\"\n"
                 f"or copy {Path(weights.url).name} into {path.parent}, or pass its path to dh.models.load()."
             )
@@ -303,4 +301,3 @@ def _unique(names: list[str]) -> list[str]:
         seen[n] = seen.get(n, 0) + 1
         out.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
     return out
-

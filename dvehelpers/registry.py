@@ -61,9 +61,14 @@ class Param:
         elif self.kind == "layer":
             if value is not None and not isinstance(value, (str, int)):
                 raise TypeError(f"{where} must be a layer name, got {value!r}")
-        elif self.kind == "channels" and value is not None and (
-            isinstance(value, (str, bytes)) or not isinstance(value, Sequence)
-            or not all(isinstance(c, int) and not isinstance(c, bool) for c in value)
+        elif (
+            self.kind == "channels"
+            and value is not None
+            and (
+                isinstance(value, (str, bytes))
+                or not isinstance(value, Sequence)
+                or not all(isinstance(c, int) and not isinstance(c, bool) for c in value)
+            )
         ):
             raise TypeError(f"{where} must be None or a list of channel indices, got {value!r}")
         return value
@@ -108,7 +113,9 @@ _METHODS: dict[str, Method] = {}
 METHODS = MappingProxyType(_METHODS)
 
 
-def register(name: str, *, params: Sequence[Param] = (), paper: str, class_specific: bool) -> Callable[[MethodFn], MethodFn]:
+def register(
+    name: str, *, params: Sequence[Param] = (), paper: str, class_specific: bool
+) -> Callable[[MethodFn], MethodFn]:
     """Register ``fn`` under ``name`` with its parameter specs; the first docstring line is its summary."""
 
     def deco(fn: MethodFn) -> MethodFn:

@@ -132,7 +132,7 @@ def walk(model: nn.Module) -> list[Step]:
         )
     kinds = [_kind(m) or "" for _, m in leaves]
     names = paper_names([_NAMING[k] for k in kinds], block_style)
-    return [Step(n, p, m, k) for n, (p, m), k in zip(names, leaves, kinds)]
+    return [Step(n, p, m, k) for n, (p, m), k in zip(names, leaves, kinds, strict=True)]
 
 
 def _has_multi_conv_block(kinds: list[str | None]) -> bool:

@@ -33,8 +33,14 @@ def signed_image(raw: Tensor) -> Tensor:
     return 0.5 + raw / (2 * peak)
 
 
-def overlay(ax: Axes, image: Tensor | None, heatmap: Tensor, alpha: float = 0.5, cmap: str = "jet",
-            title: str | None = None) -> Axes:
+def overlay(
+    ax: Axes,
+    image: Tensor | None,
+    heatmap: Tensor,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    title: str | None = None,
+) -> Axes:
     """Draw ``heatmap`` (H×W in [0, 1]) over ``image`` (3×H×W in [0, 1], or None for the map alone)."""
     if image is not None:
         ax.imshow(to_rgb(image))
@@ -92,9 +98,15 @@ def grid(
     return fig
 
 
-def compare_methods(model: Any, images: Tensor, methods: Sequence[str], target: Any = None,
-                    display: Tensor | None = None, masks: Tensor | None = None,
-                    params: dict[str, dict[str, Any]] | None = None) -> Figure:
+def compare_methods(
+    model: Any,
+    images: Tensor,
+    methods: Sequence[str],
+    target: Any = None,
+    display: Tensor | None = None,
+    masks: Tensor | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+) -> Figure:
     """Explain ``images`` with each method (registry defaults, or ``params[name]``) and show them side by side.
 
     ``display``: the images as shown (e.g. before ImageNet normalisation); defaults to ``images``.

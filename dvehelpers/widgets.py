@@ -22,7 +22,11 @@ __all__ = ["param_widget", "widget_value", "Explorer", "explorer"]
 
 def param_widget(spec: Param, model: nn.Module | None = None) -> W.ValueWidget:
     """One control for a parameter spec, labelled with its name and described by its doc line."""
-    common: dict[str, Any] = {"description": spec.name, "tooltip": spec.doc, "style": {"description_width": "initial"}}
+    common: dict[str, Any] = {
+        "description": spec.name,
+        "tooltip": spec.doc,
+        "style": {"description_width": "initial"},
+    }
     if spec.kind == "choice":
         return W.Dropdown(options=list(spec.choices or ()), value=spec.default, **common)
     if spec.kind == "bool":
@@ -31,8 +35,12 @@ def param_widget(spec: Param, model: nn.Module | None = None) -> W.ValueWidget:
         names = layer_names(model) if model is not None else []
         return W.Dropdown(options=[("default", None), *[(n, n) for n in names]], value=spec.default, **common)
     if spec.kind == "channels":
-        return W.Text(value="" if spec.default is None else ",".join(map(str, spec.default)),
-                      placeholder="all (or e.g. 3,17)", continuous_update=False, **common)
+        return W.Text(
+            value="" if spec.default is None else ",".join(map(str, spec.default)),
+            placeholder="all (or e.g. 3,17)",
+            continuous_update=False,
+            **common,
+        )
     slider = W.IntSlider if spec.kind == "int" else W.FloatSlider
     if spec.range is not None:
         lo, hi = spec.range
@@ -53,9 +61,16 @@ def widget_value(spec: Param, widget: W.ValueWidget) -> Any:
 class Explorer:
     """The explorer's state: controls, the output area and the last computed map (``result``)."""
 
-    def __init__(self, model: nn.Module, images: Tensor, class_names: Sequence[str] | None = None,
-                 methods: Sequence[str] | None = None, display: Tensor | None = None,
-                 masks: Tensor | None = None, method: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        class_names: Sequence[str] | None = None,
+        methods: Sequence[str] | None = None,
+        display: Tensor | None = None,
+        masks: Tensor | None = None,
+        method: str | None = None,
+    ) -> None:
         self.model, self.images, self.masks = model, images, masks
         self.display = images if display is None else display
         names = list(methods or sorted(METHODS))
@@ -64,10 +79,12 @@ class Explorer:
             raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(sorted(METHODS))}")
         k = class_names if class_names is not None else [str(i) for i in range(_num_classes(model))]
         self.method = W.Dropdown(options=names, value=method or names[0], description="method")
-        self.index = W.IntSlider(value=0, min=0, max=images.shape[0] - 1, description="image",
-                                 continuous_update=False)
-        self.target = W.Dropdown(options=[("top-1", None), *[(f"{i}: {n}", i) for i, n in enumerate(k)]],
-                                 value=None, description="target")
+        self.index = W.IntSlider(value=0, min=0, max=images.shape[0] - 1, description="image", continuous_update=False)
+        self.target = W.Dropdown(
+            options=[("top-1", None), *[(f"{i}: {n}", i) for i, n in enumerate(k)]],
+            value=None,
+            description="target",
+        )
         self.params_box = W.VBox()
         self.output = W.Output()
         self.error = W.HTML()
@@ -76,8 +93,7 @@ class Explorer:
         self.method.observe(self._on_method, names="value")
         for w in (self.index, self.target):
             w.observe(self._redraw, names="value")
-        self.widget = W.VBox([W.HBox([self.method, self.index, self.target]), self.params_box, self.error,
-                              self.output])
+        self.widget = W.VBox([W.HBox([self.method, self.index, self.target]), self.params_box, self.error, self.output])
         self._on_method()
 
     def params(self) -> dict[str, Any]:
@@ -97,8 +113,7 @@ class Explorer:
         i = self.index.value
         try:
             params = self.params()
-            self.result = explain(self.method.value, self.model, self.images[i : i + 1], self.target.value,
-                                  **params)
+            self.result = explain(self.method.value, self.model, self.images[i : i + 1], self.target.value, **params)
             self.error.value = ""
         except (ValueError, TypeError) as err:  # a bad value typed into a control: say so, keep going
             self.error.value = f"<span style='color:#b00'>{err}</span>"
@@ -123,8 +138,14 @@ def _num_classes(model: nn.Module) -> int:
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
 
 
-def explorer(model: nn.Module, images: Tensor, class_names: Sequence[str] | None = None,
-             methods: Sequence[str] | None = None, display: Tensor | None = None,
-             masks: Tensor | None = None, method: str | None = None) -> Explorer:
+def explorer(
+    model: nn.Module,
+    images: Tensor,
+    class_names: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    display: Tensor | None = None,
+    masks: Tensor | None = None,
+    method: str | None = None,
+) -> Explorer:
     """An interactive explorer of ``methods`` (default: all registered) on ``images``; show ``.widget``."""
     return Explorer(model, images, class_names, methods, display, masks, method)

@@ -39,8 +39,16 @@ def test_gradient_rules_on_every_layer_kind(seed: int) -> None:
     x = seeded_images(seed, b=2, size=37)
     trace = record(model, x)
     assert {s.kind for s in trace.steps} >= {
-        "conv", "batchnorm", "relu", "maxpool", "avgpool", "adaptive_avgpool", "flatten", "dropout",
-        "identity", "linear",
+        "conv",
+        "batchnorm",
+        "relu",
+        "maxpool",
+        "avgpool",
+        "adaptive_avgpool",
+        "flatten",
+        "dropout",
+        "identity",
+        "linear",
     }
     targets = torch.tensor([1, 4])
     ours = propagate(trace, one_hot(trace.logits, targets), GRADIENT)

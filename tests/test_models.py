@@ -10,10 +10,15 @@ from torchvision import models as tvm
 import dvehelpers as dh
 
 
-@pytest.mark.parametrize(("arch", "cls", "k", "size"), [
-    ("vgg", tvm.VGG, 6, 112), ("alexnet", tvm.AlexNet, 12, 112),
-    ("vgg16", tvm.VGG, 1000, 224), ("alexnet-imagenet", tvm.AlexNet, 1000, 224),
-])
+@pytest.mark.parametrize(
+    ("arch", "cls", "k", "size"),
+    [
+        ("vgg", tvm.VGG, 6, 112),
+        ("alexnet", tvm.AlexNet, 12, 112),
+        ("vgg16", tvm.VGG, 1000, 224),
+        ("alexnet-imagenet", tvm.AlexNet, 1000, 224),
+    ],
+)
 def test_build_uses_torchvision_classes(arch: str, cls: type, k: int, size: int) -> None:
     model = dh.models.build(arch, k)
     assert isinstance(model, cls) and not model.training
@@ -28,7 +33,7 @@ def test_build_is_deterministic_and_leaves_global_rng_alone() -> None:
     a = dh.models.build("vgg", 6)
     assert torch.equal(torch.rand(3), expected)
     b = dh.models.build("vgg", 6)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
 def test_build_rejects_bad_arguments() -> None:
@@ -41,12 +46,45 @@ def test_build_rejects_bad_arguments() -> None:
 def test_paper_layer_names_of_imagenet_models() -> None:
     vgg = dh.models.layer_names(dh.models.build("vgg16", 1000))
     assert vgg[:5] == ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1"]
-    assert vgg[-12:] == ["conv5_3", "relu5_3", "pool5", "avgpool", "flatten", "fc6", "relu6", "drop6", "fc7",
-                         "relu7", "drop7", "fc8"]
+    assert vgg[-12:] == [
+        "conv5_3",
+        "relu5_3",
+        "pool5",
+        "avgpool",
+        "flatten",
+        "fc6",
+        "relu6",
+        "drop6",
+        "fc7",
+        "relu7",
+        "drop7",
+        "fc8",
+    ]
     alex = dh.models.layer_names(dh.models.build("alexnet-imagenet", 1000))
-    assert alex == ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3", "conv4", "relu4",
-                    "conv5", "relu5", "pool5", "avgpool", "flatten", "drop5", "fc6", "relu6", "drop6", "fc7",
-                    "relu7", "fc8"]
+    assert alex == [
+        "conv1",
+        "relu1",
+        "pool1",
+        "conv2",
+        "relu2",
+        "pool2",
+        "conv3",
+        "relu3",
+        "conv4",
+        "relu4",
+        "conv5",
+        "relu5",
+        "pool5",
+        "avgpool",
+        "flatten",
+        "drop5",
+        "fc6",
+        "relu6",
+        "drop6",
+        "fc7",
+        "relu7",
+        "fc8",
+    ]
     assert len(set(vgg)) == len(vgg)
 
 
@@ -58,18 +96,57 @@ def test_layers_resolve_by_paper_name_module_path_and_index() -> None:
     assert dh.models.default_cam_layer(dh.models.build("alexnet", 6)) == "relu5"
     # the same names drive the methods: relu5_3 by name and by module path give one map
     x = torch.rand(1, 3, 64, 64)
-    torch.testing.assert_close(dh.explain("gradcam", model, x, 3, layer="relu5_3"),
-                               dh.explain("gradcam", model, x, 3, layer="features.29"))
+    torch.testing.assert_close(
+        dh.explain("gradcam", model, x, 3, layer="relu5_3"),
+        dh.explain("gradcam", model, x, 3, layer="features.29"),
+    )
 
 
 def test_generic_sequential_gets_block_or_flat_names() -> None:
-    blocks = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.MaxPool2d(2),
-                           nn.Flatten(), nn.Linear(4, 2))
-    assert dh.models.layer_names(blocks) == ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1", "flatten", "fc2"]
-    flat = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3),
-                         nn.ReLU(), nn.Flatten(), nn.Dropout(), nn.Linear(4, 2), nn.ReLU(), nn.Dropout())
-    assert dh.models.layer_names(flat) == ["conv1", "bn1", "relu1", "pool1", "conv2", "relu2", "flatten", "drop2",
-                                           "fc3", "relu3", "drop3"]
+    blocks = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
+    assert dh.models.layer_names(blocks) == [
+        "conv1_1",
+        "relu1_1",
+        "conv1_2",
+        "relu1_2",
+        "pool1",
+        "flatten",
+        "fc2",
+    ]
+    flat = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(),
+        nn.Linear(4, 2),
+        nn.ReLU(),
+        nn.Dropout(),
+    )
+    assert dh.models.layer_names(flat) == [
+        "conv1",
+        "bn1",
+        "relu1",
+        "pool1",
+        "conv2",
+        "relu2",
+        "flatten",
+        "drop2",
+        "fc3",
+        "relu3",
+        "drop3",
+    ]
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:  # noqa: ANN001
@@ -80,7 +157,9 @@ def test_save_and_load_round_trip(tmp_path) -> None:  # noqa: ANN001
     assert not list(tmp_path.glob("*.tmp"))
     loaded = dh.models.load(path)
     assert loaded.meta == {"accuracy": 0.5} and not loaded.training
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
 
 
 def test_load_by_name_from_the_model_dir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
@@ -121,7 +200,10 @@ def test_mismatched_checkpoint_gives_clear_error(tmp_path) -> None:  # noqa: ANN
 def test_imagenet_weights_absent_is_a_clear_error_not_a_download(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     for name, fn in (("vgg16", "vgg16"), ("alexnet-imagenet", "alexnet")):
-        with pytest.raises(FileNotFoundError, match=rf"(?s)not in the torch hub cache.*models\.{fn}\(weights='IMAGENET1K_V1'\)"):
+        with pytest.raises(
+            FileNotFoundError,
+            match=rf"(?s)not in the torch hub cache.*models\.{fn}\(weights='IMAGENET1K_V1'\)",
+        ):
             dh.models.load(name)
     assert not any(tmp_path.rglob("*.pth"))
 

@@ -47,9 +47,7 @@ def minmax(a: torch.Tensor) -> torch.Tensor:
     return (a - lo) / (hi - lo)
 
 
-@pytest.mark.parametrize(
-    ("ours", "peer"), [("guided_backprop", "GuidedBackprop"), ("deconvnet", "Deconvolution")]
-)
+@pytest.mark.parametrize(("ours", "peer"), [("guided_backprop", "GuidedBackprop"), ("deconvnet", "Deconvolution")])
 def test_input_space_methods_equal_captum(model: nn.Module, ours: str, peer: str) -> None:
     x = seeded_images(7, b=3)
     ref = getattr(captum_attr, peer)(no_inplace(model)).attribute(x, target=TARGETS)
@@ -88,7 +86,10 @@ def test_gradcam_equals_captum_layergradcam(layer: str | None) -> None:
 
 @pytest.mark.parametrize(("ours", "peer"), [("gradcam", "GradCAM"), ("gradcam_pp", "GradCAMPlusPlus")])
 def test_cams_agree_with_pytorch_grad_cam(arch: str, ours: str, peer: str) -> None:
-    model, x = small(arch, seed=CAM_SEED[arch], dtype=torch.float32), seeded_images(11, b=3, dtype=torch.float32)
+    model, x = (
+        small(arch, seed=CAM_SEED[arch], dtype=torch.float32),
+        seeded_images(11, b=3, dtype=torch.float32),
+    )
     name = dh.models.default_cam_layer(model)
     peer_model = no_inplace(model)
     with getattr(gradcam_lib, peer)(model=peer_model, target_layers=[layer_module(peer_model, name)]) as cam:
@@ -105,7 +106,9 @@ def test_guided_gradcam_is_guided_backprop_times_captum_gradcam() -> None:
     model, x = small("alexnet", seed=CAM_SEED["alexnet"]), seeded_images(10, b=3)
     peer = no_inplace(model)
     gb = captum_attr.GuidedBackprop(peer).attribute(x, target=TARGETS)
-    attr = captum_attr.LayerGradCam(peer, layer_module(peer, "relu5")).attribute(x, target=TARGETS, relu_attributions=True)
+    attr = captum_attr.LayerGradCam(peer, layer_module(peer, "relu5")).attribute(
+        x, target=TARGETS, relu_attributions=True
+    )
     cam = minmax(captum_attr.LayerAttribution.interpolate(attr, x.shape[-2:], "bilinear")[:, 0])
     got = dh.explain("guided_gradcam", model, x, TARGETS, output="raw")
     torch.testing.assert_close(got, gb * cam[:, None], rtol=1e-9, atol=1e-12)
@@ -116,11 +119,19 @@ def test_guided_gradcam_is_guided_backprop_times_captum_gradcam() -> None:
 
 def _tiny() -> nn.Sequential:
     torch.manual_seed(5)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(45, 3),
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(4, 5, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(45, 3),
+        )
+        .double()
+        .eval()
+    )
 
 
 def gradcam_pp_reference(model: nn.Sequential, x: torch.Tensor, c: int, split: int) -> torch.Tensor:

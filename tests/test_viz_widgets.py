@@ -39,8 +39,13 @@ def test_mask_outline_traces_the_planted_square() -> None:
 
 def test_grid_lays_out_images_maps_and_titles() -> None:
     images = torch.rand(2, 3, 16, 16)
-    fig = viz.grid(images, [torch.rand(2, 16, 16), torch.randn(2, 3, 16, 16)], row_titles=["a", "b"],
-                   col_titles=["image", "map", "raw"], masks=torch.ones(2, 16, 16))
+    fig = viz.grid(
+        images,
+        [torch.rand(2, 16, 16), torch.randn(2, 3, 16, 16)],
+        row_titles=["a", "b"],
+        col_titles=["image", "map", "raw"],
+        masks=torch.ones(2, 16, 16),
+    )
     axes = np.array(fig.axes).reshape(2, 3)
     assert [ax.get_title() for ax in axes[0]] == ["image", "map", "raw"]
     assert axes[1, 0].get_title(loc="left") == "b"

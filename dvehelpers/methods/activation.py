@@ -18,20 +18,29 @@ CHANNELS = Param("channels", None, "channels to sum (None: all of them)", kind="
 
 
 @register("activation", params=[LAYER, CHANNELS], paper="Oramas et al. 2019 (baseline)", class_specific=False)
-def activation(model: nn.Module, images: Tensor, target: Any = None, *, layer: str | int | None = None,
-               channels: Sequence[int] | None = None) -> Tensor:
+def activation(
+    model: nn.Module,
+    images: Tensor,
+    target: Any = None,
+    *,
+    layer: str | int | None = None,
+    channels: Sequence[int] | None = None,
+) -> Tensor:
     """Upsampled activation Σ_{k ∈ channels} A^k of a conv layer; ``target`` is ignored (not class-specific)."""
     index = layer_index(model, layer)
     trace, _ = forward(model, images, target, keep_from=index + 1)
     acts = trace.output(index)
     if acts.ndim != 4:
-        raise ValueError(f"activation maps need a convolutional layer; {trace.steps[index].name} gives "
-                         f"shape {tuple(acts.shape)}")
+        raise ValueError(
+            f"activation maps need a convolutional layer; {trace.steps[index].name} gives shape {tuple(acts.shape)}"
+        )
     if channels is not None:
         n = acts.shape[1]
         bad = [c for c in channels if not -n <= c < n]
         if bad or not channels:
-            raise ValueError(f"channels {list(channels)} invalid for layer {trace.steps[index].name} with {n} "
-                             f"channels (valid 0..{n - 1}, at least one)")
+            raise ValueError(
+                f"channels {list(channels)} invalid for layer {trace.steps[index].name} with {n} "
+                f"channels (valid 0..{n - 1}, at least one)"
+            )
         acts = acts[:, torch.as_tensor(list(channels), device=acts.device)]
     return normalize(upsample(acts.sum(1), images.shape[-2:]))

@@ -25,8 +25,12 @@ __all__ = [
 ]
 
 LAYER = Param("layer", None, "layer to explain (None: the last conv block's ReLU)", kind="layer")
-REDUCTION = Param("reduction", "pos_l2", "RGB -> heatmap: " + "; ".join(REDUCTIONS.values()), "choice", tuple(REDUCTIONS))
-OUTPUT = Param("output", "heatmap", "'heatmap' (B×H×W in [0,1]) or 'raw' (signed B×3×H×W)", "choice", ("heatmap", "raw"))
+REDUCTION = Param(
+    "reduction", "pos_l2", "RGB -> heatmap: " + "; ".join(REDUCTIONS.values()), "choice", tuple(REDUCTIONS)
+)
+OUTPUT = Param(
+    "output", "heatmap", "'heatmap' (B×H×W in [0,1]) or 'raw' (signed B×3×H×W)", "choice", ("heatmap", "raw")
+)
 
 
 def forward(model: nn.Module, images: Any, target: Any, keep_from: int = 0) -> tuple[Trace, Tensor]:

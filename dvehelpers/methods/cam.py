@@ -15,7 +15,16 @@ from ..backprop import GUIDED
 from ..maps import normalize, upsample
 from ..registry import register
 from ..trace import Trace
-from .base import LAYER, OUTPUT, REDUCTION, forward, input_signal, input_space_output, layer_index, layer_signal
+from .base import (
+    LAYER,
+    OUTPUT,
+    REDUCTION,
+    forward,
+    input_signal,
+    input_space_output,
+    layer_index,
+    layer_signal,
+)
 
 __all__ = ["gradcam", "gradcam_pp", "guided_gradcam", "guided_gradcam_pp", "cam_weights", "low_res_cam"]
 
@@ -42,8 +51,9 @@ def low_res_cam(trace: Trace, targets: Tensor, index: int, plus: bool = False) -
     """``relu(Σ_k w_k A^k)`` at the layer's resolution (Selvaraju et al. eq. 2), B×h×w, not normalised."""
     acts = trace.output(index)
     if acts.ndim != 4:
-        raise ValueError(f"CAM needs a convolutional layer (B×C×h×w maps); {trace.steps[index].name} gives "
-                         f"shape {tuple(acts.shape)}")
+        raise ValueError(
+            f"CAM needs a convolutional layer (B×C×h×w maps); {trace.steps[index].name} gives shape {tuple(acts.shape)}"
+        )
     weights = cam_weights(acts, layer_signal(trace, targets, index), plus)
     return torch.einsum("bc,bchw->bhw", weights, acts).clamp(min=0)
 
@@ -54,8 +64,15 @@ def _cam(model: nn.Module, images: Tensor, target: Any, layer: str | int | None,
     return normalize(upsample(low_res_cam(trace, targets, index, plus), images.shape[-2:]))
 
 
-def _guided_cam(model: nn.Module, images: Tensor, target: Any, layer: str | int | None, plus: bool,
-                reduction: str, output: str) -> Tensor:
+def _guided_cam(
+    model: nn.Module,
+    images: Tensor,
+    target: Any,
+    layer: str | int | None,
+    plus: bool,
+    reduction: str,
+    output: str,
+) -> Tensor:
     index = layer_index(model, layer)
     trace, targets = forward(model, images, target)
     cam = normalize(upsample(low_res_cam(trace, targets, index, plus), images.shape[-2:]))
@@ -76,15 +93,33 @@ def gradcam_pp(model: nn.Module, images: Tensor, target: Any = None, *, layer: s
 
 
 @register("guided_gradcam", params=[LAYER, REDUCTION, OUTPUT], paper="Selvaraju et al. 2017", class_specific=True)
-def guided_gradcam(model: nn.Module, images: Tensor, target: Any = None, *, layer: str | int | None = None,
-                   reduction: str = "pos_l2", output: str = "heatmap") -> Tensor:
+def guided_gradcam(
+    model: nn.Module,
+    images: Tensor,
+    target: Any = None,
+    *,
+    layer: str | int | None = None,
+    reduction: str = "pos_l2",
+    output: str = "heatmap",
+) -> Tensor:
     """Guided Grad-CAM: guided backprop ⊙ upsampled Grad-CAM (Selvaraju et al. 2017, §3.1)."""
     return _guided_cam(model, images, target, layer, False, reduction, output)
 
 
-@register("guided_gradcam_pp", params=[LAYER, REDUCTION, OUTPUT], paper="Chattopadhyay et al. 2018",
-          class_specific=True)
-def guided_gradcam_pp(model: nn.Module, images: Tensor, target: Any = None, *, layer: str | int | None = None,
-                      reduction: str = "pos_l2", output: str = "heatmap") -> Tensor:
+@register(
+    "guided_gradcam_pp",
+    params=[LAYER, REDUCTION, OUTPUT],
+    paper="Chattopadhyay et al. 2018",
+    class_specific=True,
+)
+def guided_gradcam_pp(
+    model: nn.Module,
+    images: Tensor,
+    target: Any = None,
+    *,
+    layer: str | int | None = None,
+    reduction: str = "pos_l2",
+    output: str = "heatmap",
+) -> Tensor:
     """Guided Grad-CAM++: guided backprop ⊙ upsampled Grad-CAM++ (Chattopadhyay et al. 2018)."""
     return _guided_cam(model, images, target, layer, True, reduction, output)

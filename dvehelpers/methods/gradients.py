@@ -23,21 +23,39 @@ def _explain(rules: RuleSet, model: nn.Module, images: Tensor, target: Any, redu
 
 
 @register("gradient", params=[REDUCTION, OUTPUT], paper="Simonyan et al. 2014", class_specific=True)
-def gradient(model: nn.Module, images: Tensor, target: Any = None, *, reduction: str = "pos_l2",
-             output: str = "heatmap") -> Tensor:
+def gradient(
+    model: nn.Module,
+    images: Tensor,
+    target: Any = None,
+    *,
+    reduction: str = "pos_l2",
+    output: str = "heatmap",
+) -> Tensor:
     """Vanilla gradient ∂k_c/∂x (Simonyan, Vedaldi & Zisserman 2014, eq. 2)."""
     return _explain(GRADIENT, model, images, target, reduction, output)
 
 
 @register("deconvnet", params=[REDUCTION, OUTPUT], paper="Zeiler & Fergus 2014", class_specific=True)
-def deconvnet(model: nn.Module, images: Tensor, target: Any = None, *, reduction: str = "pos_l2",
-              output: str = "heatmap") -> Tensor:
+def deconvnet(
+    model: nn.Module,
+    images: Tensor,
+    target: Any = None,
+    *,
+    reduction: str = "pos_l2",
+    output: str = "heatmap",
+) -> Tensor:
     """DeconvNet: ReLU passes max(R, 0) regardless of the forward input; max-pool switches (Zeiler & Fergus 2014)."""
     return _explain(DECONVNET, model, images, target, reduction, output)
 
 
 @register("guided_backprop", params=[REDUCTION, OUTPUT], paper="Springenberg et al. 2015", class_specific=True)
-def guided_backprop(model: nn.Module, images: Tensor, target: Any = None, *, reduction: str = "pos_l2",
-                    output: str = "heatmap") -> Tensor:
+def guided_backprop(
+    model: nn.Module,
+    images: Tensor,
+    target: Any = None,
+    *,
+    reduction: str = "pos_l2",
+    output: str = "heatmap",
+) -> Tensor:
     """Guided backprop: ReLU passes max(R, 0)·[x > 0] (Springenberg et al. 2015, eq. in §3.4)."""
     return _explain(GUIDED, model, images, target, reduction, output)

@@ -1,0 +1,39 @@
+# One-command set-up: `make run` and `make test` create .venv and install once (stamp file).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.dvehelpers-installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# JupyterLab refuses to start as root without this flag.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: setup run test lab bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/python -m dvehelpers run
+
+test: $(STAMP)
+	DVE_QUICK=1 $(BIN)/python -m pytest -q tests
+	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
+		DVE_QUICK=1 $(BIN)/python -m pytest -q --nbval-lax notebooks; \
+	else echo "no notebooks to execute yet"; fi
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_baselines.py --write
+
+lint: $(STAMP)
+	$(BIN)/ruff check dvehelpers tests benchmarks
+	$(BIN)/ruff format --check dvehelpers tests benchmarks
+
+clean:
+	rm -rf build results .pytest_cache

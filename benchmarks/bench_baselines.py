@@ -1,0 +1,159 @@
+"""Throughput of the baseline methods as ratios to one forward+backward pass, and beside peer libraries.
+
+Model: torchvision VGG-16 with random weights (no download), 224×224 inputs, batch 8. Every timed job runs
+``--repeats`` times, the jobs interleaved round by round so that machine noise hits them alike; we report
+medians and ratios to the baseline measured in the same run:
+
+* ``fwd+bwd``: one forward pass and one backward pass to the input (``torch.autograd.grad`` of the target
+  logits, weights frozen) — the practical floor of any gradient method;
+* ``forward``: one forward pass under ``torch.no_grad``.
+
+Peers: Captum's ``LayerGradCam`` (+ bilinear ``interpolate``) and ``GuidedBackprop``; pytorch-grad-cam's
+``GradCAM`` and ``GuidedBackpropReLUModel`` (which takes one image at a time). Run from the repository root:
+``python benchmarks/bench_baselines.py [--device cuda] [--repeats 5] [--write]``; ``--write`` replaces this
+script's section of ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import dvehelpers as dh
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "## Baselines on VGG-16"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _no_inplace(model: nn.Module) -> nn.Module:
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    return model
+
+
+def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> dict[str, Callable[[], object]]:
+    from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam
+    from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    peer = _no_inplace(model)  # hook-based peers need out-of-place ReLUs
+    layer = peer.get_submodule("features.29")  # relu5_3
+    captum_cam = LayerGradCam(peer, layer)
+    captum_gb = GuidedBackprop(peer)
+    pgc_cam = GradCAM(model=peer, target_layers=[layer])
+    pgc_targets = [ClassifierOutputTarget(int(t)) for t in targets]
+    pgc_gb = GuidedBackpropReLUModel(_no_inplace(model), device=x.device)
+
+    def fwd_bwd() -> object:
+        xi = x.detach().requires_grad_(True)
+        return torch.autograd.grad(frozen(xi).gather(1, targets[:, None]).sum(), xi)
+
+    def forward() -> object:
+        with torch.no_grad():
+            return frozen(x)
+
+    def captum_gradcam() -> object:
+        attr = captum_cam.attribute(x, target=targets, relu_attributions=True)
+        return LayerAttribution.interpolate(attr, x.shape[-2:], "bilinear")
+
+    out: dict[str, Callable[[], object]] = {"fwd+bwd": fwd_bwd, "forward": forward}
+    for name in sorted(dh.METHODS):
+        out[name] = lambda name=name: dh.explain(name, model, x, targets)
+    out["captum LayerGradCam"] = captum_gradcam
+    out["pytorch-grad-cam GradCAM"] = lambda: pgc_cam(input_tensor=x, targets=pgc_targets)
+    out["captum GuidedBackprop"] = lambda: captum_gb.attribute(x, target=targets)
+    out["pytorch-grad-cam GuidedBackprop (per image)"] = lambda: [
+        pgc_gb(x[i : i + 1], int(targets[i])) for i in range(x.shape[0])
+    ]
+    return out
+
+
+def measure(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up round
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def machine(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    return f"CPU {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def table(times: dict[str, list[float]], batch: int) -> str:
+    base = statistics.median(times["fwd+bwd"])
+    fwd = statistics.median(times["forward"])
+    cam_captum = statistics.median(times["captum LayerGradCam"])
+    rows = [
+        "| job | median s / batch | images / s | × fwd+bwd | × forward | × Captum Grad-CAM |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, ts in times.items():
+        m = statistics.median(ts)
+        rows.append(f"| {name} | {m:.3f} | {batch / m:.1f} | {m / base:.2f} | {m / fwd:.2f} | {m / cam_captum:.2f} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default=str(dh.device()))
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    model = dh.models.build("vgg16", 1000).to(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch, 3, args.size, args.size, generator=g).to(device)
+    targets = torch.randint(0, 1000, (args.batch,), generator=g).to(device)
+    times = measure(jobs(model, x, targets), args.repeats, device)
+    head = (
+        f"{SECTION} ({device.type})\n\nVGG-16, random weights, batch {args.batch}, {args.size}², "
+        f"{args.repeats} interleaved rounds, medians. Machine: {machine(device)}. "
+        f"Date: {time.strftime('%Y-%m-%d')}.\n"
+    )
+    text = f"{head}\n{table(times, args.batch)}\n"
+    print(text)
+    if args.write:
+        write_section(f"{SECTION} ({device.type})", text)
+
+
+def write_section(title: str, text: str) -> None:
+    """Replace the section headed ``title`` in RESULTS.md (or append it), atomically."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    parts = old.split("\n## ")
+    kept = [parts[0].rstrip("\n")] + [p for p in parts[1:] if not ("## " + p).startswith(title)]
+    body = "\n\n## ".join(kept) + "\n\n" + text
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(body)
+    tmp.replace(RESULTS)
+
+
+if __name__ == "__main__":
+    main()
