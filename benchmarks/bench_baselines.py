@@ -38,27 +38,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _no_inplace(model: nn.Module) -> nn.Module:
-    model = copy.deepcopy(model)
-    for m in model.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    return model
-
-
 def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> dict[str, Callable[[], object]]:
     from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam
     from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     frozen = copy.deepcopy(model).requires_grad_(False)
-    peer = _no_inplace(model)  # hook-based peers need out-of-place ReLUs
+    peer = dh.models.without_inplace(model)  # hook-based peers need out-of-place ReLUs
     layer = peer.get_submodule("features.29")  # relu5_3
     captum_cam = LayerGradCam(peer, layer)
     captum_gb = GuidedBackprop(peer)
     pgc_cam = GradCAM(model=peer, target_layers=[layer])
     pgc_targets = [ClassifierOutputTarget(int(t)) for t in targets]
-    pgc_gb = GuidedBackpropReLUModel(_no_inplace(model), device=x.device)
+    pgc_gb = GuidedBackpropReLUModel(dh.models.without_inplace(model), device=x.device)
 
     def fwd_bwd() -> object:
         xi = x.detach().requires_grad_(True)

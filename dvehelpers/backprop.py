@@ -80,7 +80,8 @@ def _linear_gradient(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, au
 
 
 def _relu_gradient(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
-    return signal * (x_in > 0)
+    # signal · [x_in > 0] in one fused pass: the kernel autograd itself uses for ReLU
+    return torch.ops.aten.threshold_backward(signal, x_out, 0)
 
 
 def _relu_deconvnet(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
@@ -88,15 +89,20 @@ def _relu_deconvnet(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux
 
 
 def _relu_guided(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
-    return signal.clamp(min=0) * (x_in > 0)
+    return torch.ops.aten.threshold_backward(signal.clamp(min=0), x_out, 0)
 
 
 def _maxpool_switches(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
-    # Route each pooled value to its argmax; overlapping windows (AlexNet's 3×3/2) accumulate.
-    b, c = x_in.shape[:2]
-    out = signal.new_zeros(b, c, x_in.shape[2] * x_in.shape[3])
-    out.scatter_add_(2, aux.flatten(2), signal.flatten(2))
-    return out.view_as(x_in)
+    # Route each pooled value to its argmax (the switches); overlapping windows (AlexNet's 3×3/2)
+    # accumulate. This is autograd's own kernel for max pooling, fed with the recorded indices.
+    m = step.module
+    assert isinstance(m, nn.MaxPool2d)
+    k, s, p, d = (_pair(v) for v in (m.kernel_size, m.stride or m.kernel_size, m.padding, m.dilation))
+    return torch.ops.aten.max_pool2d_with_indices_backward(signal, x_in, k, s, p, d, m.ceil_mode, aux)
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (v[0], v[-1])
 
 
 def _pool_gradient(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:

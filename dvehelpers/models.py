@@ -11,6 +11,7 @@ relu5, pool5, avgpool, flatten, drop5, fc6, relu6, drop6, fc7, relu7, fc8``. The
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,18 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-__all__ = ["ARCHS", "build", "load", "save", "layer_names", "resolve_layer", "default_cam_layer", "MODEL_DIR"]
+__all__ = [
+    "ARCHS",
+    "MODEL_DIR",
+    "build",
+    "load",
+    "save",
+    "layer_names",
+    "resolve_layer",
+    "default_cam_layer",
+    "num_classes",
+    "without_inplace",
+]
 
 ARCHS = ("vgg", "alexnet", "vgg16", "alexnet-imagenet")
 
@@ -119,17 +131,28 @@ def save(model: nn.Module, path: str | os.PathLike, arch: str, meta: dict[str, A
     """Write a checkpoint atomically (temporary file, then rename) that :func:`load` reads back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    num_classes = _num_classes(model)
-    blob = {"arch": arch, "num_classes": num_classes, "state_dict": model.state_dict(), "meta": meta or {}}
+    blob = {"arch": arch, "num_classes": num_classes(model), "state_dict": model.state_dict(), "meta": meta or {}}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(blob, tmp)
     os.replace(tmp, path)
     return path
 
 
-def _num_classes(model: nn.Module) -> int:
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    return last.out_features
+def num_classes(model: nn.Module) -> int:
+    """The number of classes: the output width of the model's last linear layer."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no linear classifier layer")
+    return linears[-1].out_features
+
+
+def without_inplace(model: nn.Module) -> nn.Module:
+    """A deep copy whose ReLUs are not in place (hook-based peer libraries need that; dvehelpers does not)."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    return model
 
 
 def load(name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:

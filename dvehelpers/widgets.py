@@ -13,7 +13,7 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 from torch import Tensor, nn
 
-from .models import layer_names
+from .models import layer_names, num_classes
 from .registry import METHODS, Param, explain
 from .viz import mask_outline, overlay, signed_image, to_rgb
 
@@ -77,7 +77,7 @@ class Explorer:
         unknown = [m for m in names if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(sorted(METHODS))}")
-        k = class_names if class_names is not None else [str(i) for i in range(_num_classes(model))]
+        k = class_names if class_names is not None else [str(i) for i in range(num_classes(model))]
         self.method = W.Dropdown(options=names, value=method or names[0], description="method")
         self.index = W.IntSlider(value=0, min=0, max=images.shape[0] - 1, description="image", continuous_update=False)
         self.target = W.Dropdown(
@@ -134,18 +134,7 @@ class Explorer:
             plt.show()
 
 
-def _num_classes(model: nn.Module) -> int:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
-
-
-def explorer(
-    model: nn.Module,
-    images: Tensor,
-    class_names: Sequence[str] | None = None,
-    methods: Sequence[str] | None = None,
-    display: Tensor | None = None,
-    masks: Tensor | None = None,
-    method: str | None = None,
-) -> Explorer:
-    """An interactive explorer of ``methods`` (default: all registered) on ``images``; show ``.widget``."""
-    return Explorer(model, images, class_names, methods, display, masks, method)
+def explorer(model: nn.Module, images: Tensor, **options: Any) -> Explorer:
+    """An interactive explorer on ``images``; show its ``.widget``. Options as :class:`Explorer`
+    (``class_names``, ``methods`` — default all registered —, ``display``, ``masks``, ``method``)."""
+    return Explorer(model, images, **options)

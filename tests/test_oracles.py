@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -26,15 +24,6 @@ TARGETS = torch.tensor([1, 4, 0])
 CAM_SEED = {"vgg": 1, "alexnet": 0}
 
 
-def no_inplace(model: nn.Module) -> nn.Module:
-    """A copy whose ReLUs are not in place: hook-based peers cannot handle in-place ReLUs."""
-    model = copy.deepcopy(model)
-    for m in model.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    return model
-
-
 def layer_module(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(next(s.path for s in walk(model) if s.name == name))
 
@@ -50,7 +39,7 @@ def minmax(a: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(("ours", "peer"), [("guided_backprop", "GuidedBackprop"), ("deconvnet", "Deconvolution")])
 def test_input_space_methods_equal_captum(model: nn.Module, ours: str, peer: str) -> None:
     x = seeded_images(7, b=3)
-    ref = getattr(captum_attr, peer)(no_inplace(model)).attribute(x, target=TARGETS)
+    ref = getattr(captum_attr, peer)(dh.models.without_inplace(model)).attribute(x, target=TARGETS)
     got = dh.explain(ours, model, x, TARGETS, output="raw")
     assert ref.abs().max() > 0
     torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
@@ -59,7 +48,7 @@ def test_input_space_methods_equal_captum(model: nn.Module, ours: str, peer: str
 @pytest.mark.parametrize(("ours", "peer"), [("guided_backprop", "GuidedBackprop"), ("deconvnet", "DeconvNet")])
 def test_input_space_methods_equal_zennit(model: nn.Module, ours: str, peer: str) -> None:
     x = seeded_images(8, b=3)
-    peer_model = no_inplace(model)
+    peer_model = dh.models.without_inplace(model)
     with zennit_attr.Gradient(model=peer_model, composite=getattr(zennit_comp, peer)()) as attributor:
         _, ref = attributor(x, torch.eye(6, dtype=x.dtype)[TARGETS])
     got = dh.explain(ours, model, x, TARGETS, output="raw")
@@ -68,7 +57,7 @@ def test_input_space_methods_equal_zennit(model: nn.Module, ours: str, peer: str
 
 def test_gradient_equals_captum_saliency(model: nn.Module) -> None:
     x = seeded_images(9, b=3)
-    ref = captum_attr.Saliency(no_inplace(model)).attribute(x, target=TARGETS, abs=True)
+    ref = captum_attr.Saliency(dh.models.without_inplace(model)).attribute(x, target=TARGETS, abs=True)
     got = dh.explain("gradient", model, x, TARGETS, reduction="abs_max")
     torch.testing.assert_close(got, minmax(ref.amax(1)), rtol=1e-9, atol=1e-12)
 
@@ -77,7 +66,7 @@ def test_gradient_equals_captum_saliency(model: nn.Module) -> None:
 def test_gradcam_equals_captum_layergradcam(layer: str | None) -> None:
     model, x = small("vgg", seed=CAM_SEED["vgg"]), seeded_images(10, b=3)
     name = layer or dh.models.default_cam_layer(model)
-    peer = no_inplace(model)
+    peer = dh.models.without_inplace(model)
     attr = captum_attr.LayerGradCam(peer, layer_module(peer, name)).attribute(x, target=TARGETS, relu_attributions=True)
     ref = captum_attr.LayerAttribution.interpolate(attr, x.shape[-2:], "bilinear")[:, 0]
     got = dh.explain("gradcam", model, x, TARGETS, layer=layer)
@@ -91,7 +80,7 @@ def test_cams_agree_with_pytorch_grad_cam(arch: str, ours: str, peer: str) -> No
         seeded_images(11, b=3, dtype=torch.float32),
     )
     name = dh.models.default_cam_layer(model)
-    peer_model = no_inplace(model)
+    peer_model = dh.models.without_inplace(model)
     with getattr(gradcam_lib, peer)(model=peer_model, target_layers=[layer_module(peer_model, name)]) as cam:
         ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in TARGETS])
     got = dh.explain(ours, model, x, TARGETS).numpy()
@@ -104,7 +93,7 @@ def test_cams_agree_with_pytorch_grad_cam(arch: str, ours: str, peer: str) -> No
 
 def test_guided_gradcam_is_guided_backprop_times_captum_gradcam() -> None:
     model, x = small("alexnet", seed=CAM_SEED["alexnet"]), seeded_images(10, b=3)
-    peer = no_inplace(model)
+    peer = dh.models.without_inplace(model)
     gb = captum_attr.GuidedBackprop(peer).attribute(x, target=TARGETS)
     attr = captum_attr.LayerGradCam(peer, layer_module(peer, "relu5")).attribute(
         x, target=TARGETS, relu_attributions=True
