@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from . import backprop, maps, methods, models, trace
+from . import backprop, data, maps, methods, models, trace
 from .registry import METHODS, Method, Param, explain, register
 
 __version__ = "0.1.0"
@@ -26,6 +26,7 @@ __all__ = [
     "backprop",
     "maps",
     "methods",
+    "data",
     "__version__",
 ]
 

@@ -86,6 +86,6 @@ def test_run_executes_notebooks_and_draws_the_gallery(tmp_path: Path, monkeypatc
     executed = json.loads((tmp_path / "build" / "00_demo.ipynb").read_text())
     import dvehelpers as dh
 
-    assert executed["cells"][0]["outputs"][0]["text"].strip() == str(len(dh.METHODS))
+    assert "".join(executed["cells"][0]["outputs"][0]["text"]).strip() == str(len(dh.METHODS))
     assert (tmp_path / "build" / "00_demo.html").stat().st_size > 1000
     assert (tmp_path / "build" / "gallery.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,18 @@
+"""Data: the an8Flower-synth renderer and dataset, and the official an8Flower layout."""
+
+from .an8flower import SPLITS, An8Flower, default_cache
+from .render import COLOURS, PARTS, VARIANTS, class_names, coloured_parts, render, render_scenes, sample_scenes
+
+__all__ = [
+    "An8Flower",
+    "SPLITS",
+    "default_cache",
+    "COLOURS",
+    "PARTS",
+    "VARIANTS",
+    "class_names",
+    "coloured_parts",
+    "render",
+    "render_scenes",
+    "sample_scenes",
+]

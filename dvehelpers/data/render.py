@@ -1,0 +1,335 @@
+"""an8Flower-synth: a procedural 3-D plant ray-cast in torch, so every pixel knows which part it shows.
+
+The plant is a set of ellipsoids — pot, stem, leaves, flower centre, petals — each an affine image of the unit
+sphere, ``{x : |diag(1/r) Rᵀ (x − c)| = 1}``. A ray ``o + t·d`` meets one where the quadratic
+``|o' + t d'|² = 1`` (``o' = diag(1/r) Rᵀ (o − c)``, ``d' = diag(1/r) Rᵀ d``) has a positive root; the nearest
+root over all ellipsoids is the visible surface and its part, and ``R (p'/r)`` is its normal (the gradient of
+the implicit function). Shading is Lambertian with an ambient term. Images are anti-aliased by 2×2
+supersampling; the part map takes the majority part of each pixel's four samples and the mask is exactly
+the part map's coloured parts.
+
+Everything that is not the class — angle about the vertical axis, elevation, scale, shift, light direction,
+background, petal count and shape, leaf placement, pot — is drawn by :func:`sample_scenes` from a seed,
+independently of the class, so two classes rendered from one scene differ only in the coloured part.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "VARIANTS",
+    "PARTS",
+    "COLOURS",
+    "class_names",
+    "coloured_parts",
+    "Scenes",
+    "sample_scenes",
+    "render_scenes",
+    "render",
+]
+
+VARIANTS = {"single-6c": 6, "double-12c": 12}
+#: Part ids in the part map (0 is the background).
+PARTS = ("background", "pot", "stem", "leaves", "centre", "petals")
+_POT, _STEM, _LEAF, _CENTRE, _PETAL = 1, 2, 3, 4, 5
+
+#: Class colours, well apart in hue from each other and from the neutral parts (green stem, white petals).
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.86, 0.10, 0.10),
+    "orange": (0.98, 0.52, 0.06),
+    "yellow": (0.95, 0.88, 0.12),
+    "cyan": (0.08, 0.80, 0.85),
+    "blue": (0.14, 0.26, 0.92),
+    "magenta": (0.82, 0.12, 0.78),
+}
+_GREEN = (0.24, 0.52, 0.18)  # stem and leaves when they are not the coloured part
+_WHITE = (0.88, 0.88, 0.84)  # petals when the stem carries the colour
+_BROWN = (0.42, 0.28, 0.12)  # flower centre
+_GREY = (0.46, 0.46, 0.52)  # pot
+
+MAX_PETALS = 8
+_N_PRIMS = 1 + 1 + 3 + 1 + MAX_PETALS  # pot, stem, 3 leaves, centre, petals
+
+
+def class_names(variant: str) -> list[str]:
+    """Class names in index order: ``single-6c`` by colour; ``double-12c`` index = part × 6 + colour."""
+    _check_variant(variant)
+    colours = list(COLOURS)
+    if variant == "single-6c":
+        return colours
+    return [f"petals-{c}" for c in colours] + [f"stem-{c}" for c in colours]
+
+
+def coloured_parts(variant: str, label: int) -> tuple[int, ...]:
+    """The part ids that carry the class colour (the ground-truth mask) for a class of a variant."""
+    _check_variant(variant)
+    return (_STEM, _LEAF) if variant == "double-12c" and label >= 6 else (_PETAL,)
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+
+
+@dataclass
+class Scenes:
+    """Nuisance parameters of ``n`` scenes (all tensors have a leading dimension n)."""
+
+    angle: Tensor  # rotation about the vertical axis, degrees in [0, 360)
+    elevation: Tensor  # camera elevation, degrees
+    scale: Tensor
+    shift: Tensor  # n×2, image-plane shift in scene units
+    light: Tensor  # n×3 unit vector
+    background: Tensor  # n, 0 plain, 1 gradient, 2 noise
+    bg_colours: Tensor  # n×2×3
+    bg_noise: Tensor  # n×3×8×8 low-frequency noise
+    n_petals: Tensor  # n, 5..8
+    petal_length: Tensor
+    petal_width: Tensor
+    petal_phase: Tensor  # radians
+    head_tilt: Tensor  # radians: how far the flower head leans towards the camera side
+    leaf_azimuth: Tensor  # radians
+    leaf_heights: Tensor  # n×3
+    n_leaves: Tensor  # 2 or 3
+    has_pot: Tensor  # bool
+    colour_jitter: Tensor  # n×3 multiplicative jitter of all colours, ±4 %
+
+    def __len__(self) -> int:
+        return self.angle.shape[0]
+
+    def index(self, idx: Tensor | slice) -> Scenes:
+        return Scenes(**{k: v[idx] for k, v in vars(self).items()})
+
+
+def sample_scenes(n: int, seed: int) -> Scenes:
+    """Draw ``n`` scenes' nuisance parameters from ``seed`` (CPU generator: identical on every device)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def u(lo: float, hi: float, *shape: int) -> Tensor:
+        return lo + (hi - lo) * torch.rand(n, *shape, generator=g)
+
+    light = torch.stack([u(-0.8, 0.8), u(0.2, 1.0), u(0.3, 1.0)], 1)
+    grey = u(0.25, 0.8, 2, 1)  # low-saturation backgrounds: a grey with a slight tint
+    return Scenes(
+        angle=u(0, 360),
+        elevation=u(-5, 20),
+        scale=u(0.85, 1.05),
+        shift=u(-0.12, 0.12, 2),
+        light=light / light.norm(dim=1, keepdim=True),
+        background=torch.randint(0, 3, (n,), generator=g),
+        bg_colours=(grey + u(-0.06, 0.06, 2, 3)).clamp(0, 1),
+        bg_noise=torch.rand(n, 3, 8, 8, generator=g),
+        n_petals=torch.randint(5, MAX_PETALS + 1, (n,), generator=g),
+        petal_length=u(0.24, 0.34),
+        petal_width=u(0.08, 0.13),
+        petal_phase=u(0, 2 * math.pi),
+        head_tilt=u(0.25, 0.6),
+        leaf_azimuth=u(0, 2 * math.pi),
+        leaf_heights=u(-0.5, 0.15, 3),
+        n_leaves=torch.randint(2, 4, (n,), generator=g),
+        has_pot=torch.rand(n, generator=g) < 0.5,
+        colour_jitter=u(0.96, 1.04, 3),
+    )
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def _rot_y(a: Tensor) -> Tensor:
+    c, s, z, o = a.cos(), a.sin(), torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([torch.stack([c, z, s], -1), torch.stack([z, o, z], -1), torch.stack([-s, z, c], -1)], -2)
+
+
+def _rot_z(a: Tensor) -> Tensor:
+    c, s, z, o = a.cos(), a.sin(), torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([torch.stack([c, -s, z], -1), torch.stack([s, c, z], -1), torch.stack([z, z, o], -1)], -2)
+
+
+def _rot_x(a: Tensor) -> Tensor:
+    c, s, z, o = a.cos(), a.sin(), torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([torch.stack([o, z, z], -1), torch.stack([z, c, -s], -1), torch.stack([z, s, c], -1)], -2)
+
+
+def _plant(sc: Scenes) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Ellipsoids of every scene: centres n×M×3, rotations n×M×3×3, radii n×M×3, parts M, present n×M."""
+    n = len(sc)
+    eye = torch.eye(3).expand(n, 3, 3)
+    zero = torch.zeros(n)
+    centres, rots, radii, parts, present = [], [], [], [], []
+
+    def add(c: Tensor, r: Tensor, rad: Tensor, part: int, on: Tensor) -> None:
+        centres.append(c)
+        rots.append(r)
+        radii.append(rad)
+        parts.append(part)
+        present.append(on)
+
+    ones = torch.ones(n, dtype=torch.bool)
+    add(
+        torch.tensor([0.0, -0.78, 0.0]).expand(n, 3),
+        eye,
+        torch.tensor([0.36, 0.2, 0.36]).expand(n, 3),
+        _POT,
+        sc.has_pot,
+    )
+    add(torch.tensor([0.0, -0.12, 0.0]).expand(n, 3), eye, torch.tensor([0.045, 0.68, 0.045]).expand(n, 3), _STEM, ones)
+    for k in range(3):  # leaves: long axis x, leaning 35° upwards, around the stem
+        az = sc.leaf_azimuth + k * 2 * math.pi / sc.n_leaves.float()
+        r = _rot_y(az) @ _rot_z(torch.full((n,), 0.6))
+        c = torch.stack([zero, sc.leaf_heights[:, k], zero], 1) + r @ torch.tensor([0.3, 0.0, 0.0])
+        add(c, r, torch.tensor([0.3, 0.1, 0.025]).expand(n, 3), _LEAF, sc.n_leaves > k)
+    head_c = torch.tensor([0.0, 0.6, 0.0]).expand(n, 3)
+    head_r = _rot_x(sc.head_tilt)  # the flower's face leans towards +z, then turns with the plant
+    add(head_c, head_r, torch.tensor([0.1, 0.06, 0.1]).expand(n, 3), _CENTRE, ones)
+    for k in range(MAX_PETALS):  # petals in the head's plane, slightly cupped
+        az = sc.petal_phase + k * 2 * math.pi / sc.n_petals.float()
+        r = head_r @ _rot_y(az) @ _rot_z(torch.full((n,), 0.18))
+        c = head_c + (r @ torch.stack([sc.petal_length + 0.06, zero, zero], 1)[..., None])[..., 0]
+        rad = torch.stack([sc.petal_length, sc.petal_width, torch.full((n,), 0.02)], 1)
+        add(c, r, rad, _PETAL, sc.n_petals > k)
+    centres_t = torch.stack(centres, 1)
+    world = _rot_y(sc.angle * math.pi / 180)  # the turntable
+    centres_t = torch.einsum("nij,nmj->nmi", world, centres_t)
+    rots_t = torch.einsum("nij,nmjk->nmik", world, torch.stack(rots, 1))
+    return centres_t, rots_t, torch.stack(radii, 1), torch.tensor(parts), torch.stack(present, 1)
+
+
+def _rays(sc: Scenes, size: int) -> tuple[Tensor, Tensor]:
+    """Camera rays of every pixel: origins n×3 and unit directions n×P×3 (P = size², row-major)."""
+    n = len(sc)
+    dist, focal = 4.6, 4.3  # the plant (height ~2) fills most of the frame
+    elev = sc.elevation * math.pi / 180
+    origin = torch.stack([torch.zeros(n), dist * elev.sin(), dist * elev.cos()], 1)
+    forward = -origin / origin.norm(dim=1, keepdim=True)
+    right = torch.tensor([1.0, 0.0, 0.0]).expand(n, 3)
+    up = torch.cross(right, forward, dim=1)
+    px = (torch.arange(size) + 0.5) / size * 2 - 1
+    yy, xx = torch.meshgrid(-px, px, indexing="ij")
+    # scale zooms, shift moves the plant in the image plane
+    u = (xx.reshape(1, -1) / sc.scale[:, None]) - sc.shift[:, :1]
+    v = (yy.reshape(1, -1) / sc.scale[:, None]) - sc.shift[:, 1:]
+    d = forward[:, None] * focal + right[:, None] * u[..., None] + up[:, None] * v[..., None]
+    return origin, d / d.norm(dim=-1, keepdim=True)
+
+
+def _intersect(
+    origin: Tensor, dirs: Tensor, centres: Tensor, rots: Tensor, radii: Tensor, present: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Nearest hit per ray: depth n×P (inf = miss), primitive index n×P, hit point in the unit-sphere frame.
+
+    With ``A = diag(1/r) Rᵀ`` the quadratic's coefficients are ``a = dᵀ (AᵀA) d``, ``b = 2 dᵀ Aᵀ o'`` and
+    ``c = |o'|² − 1``: two batched matrix products over (rays × primitives), no per-pair 3-vectors.
+    """
+    inv = rots.transpose(-1, -2) / radii[..., None]  # n×M×3×3: world -> unit-sphere frame
+    o = torch.einsum("nmij,nmj->nmi", inv, origin[:, None] - centres)  # n×M×3
+    q = inv.transpose(-1, -2) @ inv  # n×M×3×3, symmetric
+    q6 = torch.stack([q[..., 0, 0], q[..., 1, 1], q[..., 2, 2], q[..., 0, 1], q[..., 0, 2], q[..., 1, 2]], 1)
+    dx, dy, dz = dirs.unbind(-1)
+    d6 = torch.stack([dx * dx, dy * dy, dz * dz, 2 * dx * dy, 2 * dx * dz, 2 * dy * dz], -1)  # n×P×6
+    a = d6 @ q6  # n×P×M
+    b = 2 * dirs @ torch.einsum("nmji,nmj->nim", inv, o)  # dᵀ (Aᵀ o')
+    c = (o * o).sum(-1)[:, None] - 1
+    disc = b * b - 4 * a * c
+    t = (-b - disc.clamp(min=0).sqrt()) / (2 * a)
+    t = torch.where((disc > 0) & (t > 0) & present[:, None], t, torch.full_like(t, math.inf))
+    depth, prim = t.min(-1)
+    inv_hit = inv.gather(1, prim[..., None, None].expand(-1, -1, 3, 3))
+    o_hit = o.gather(1, prim[..., None].expand(-1, -1, 3))
+    local = o_hit + depth.clamp(max=1e6)[..., None] * (inv_hit @ dirs[..., None])[..., 0]
+    return depth, prim, local
+
+
+def _background(sc: Scenes, size: int) -> Tensor:
+    n = len(sc)
+    ramp = torch.linspace(0, 1, size).view(1, 1, size, 1)
+    c0, c1 = sc.bg_colours[:, 0, :, None, None], sc.bg_colours[:, 1, :, None, None]
+    plain = c0.expand(n, 3, size, size)
+    gradient = c0 + (c1 - c0) * ramp
+    noise = F.interpolate(sc.bg_noise, size=(size, size), mode="bicubic", align_corners=False)
+    noisy = (c0 + 0.35 * (noise - 0.5) * (c1 - c0).abs().clamp(min=0.1)).clamp(0, 1)
+    kind = sc.background.view(n, 1, 1, 1)
+    return torch.where(kind == 0, plain, torch.where(kind == 1, gradient, noisy))
+
+
+def _albedo(variant: str, labels: Tensor, parts: Tensor, jitter: Tensor) -> Tensor:
+    """Colour per part (n×6×3): class colour on the coloured part, fixed neutral colours elsewhere."""
+    n = labels.shape[0]
+    table = torch.tensor([(0.0, 0.0, 0.0), _GREY, _GREEN, _GREEN, _BROWN, _WHITE]).expand(n, 6, 3).clone()
+    colour = torch.tensor(list(COLOURS.values()))[labels % 6]
+    on_stem = (labels >= 6) if variant == "double-12c" else torch.zeros(n, dtype=torch.bool)
+    table[:, _PETAL] = torch.where(on_stem[:, None], table[:, _PETAL], colour)
+    for part in (_STEM, _LEAF):
+        table[:, part] = torch.where(on_stem[:, None], colour, table[:, part])
+    return (table * jitter[:, None]).clamp(0, 1)
+
+
+def render_scenes(
+    sc: Scenes, labels: Tensor, variant: str, size: int = 112, supersample: int = 2, chunk: int = 16
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Render scenes with given class labels.
+
+    Returns images n×3×size×size in [0, 1], part maps n×size×size (the majority part of each pixel's
+    samples, ids of :data:`PARTS`), masks n×size×size (bool: the part map's coloured parts) and coverage
+    n×size×size (the fraction of each pixel's samples that show a coloured part; > 0 on anti-aliased borders).
+    """
+    _check_variant(variant)
+    labels = labels.long()
+    k = VARIANTS[variant]
+    if ((labels < 0) | (labels >= k)).any():
+        raise ValueError(f"labels must be in 0..{k - 1} for {variant}")
+    coloured = torch.zeros(len(sc), len(PARTS), dtype=torch.bool)
+    for i, lab in enumerate(labels.tolist()):
+        coloured[i, list(coloured_parts(variant, lab))] = True
+    outs = [
+        _render_chunk(
+            sc.index(slice(i, i + chunk)), labels[i : i + chunk], coloured[i : i + chunk], variant, size, supersample
+        )
+        for i in range(0, len(sc), chunk)
+    ]
+    images, parts, coverage = (torch.cat(x) for x in zip(*outs, strict=True))
+    masks = coloured.gather(1, parts.flatten(1)).view_as(parts)
+    return images, parts, masks, coverage
+
+
+def _render_chunk(
+    sc: Scenes, labels: Tensor, coloured: Tensor, variant: str, size: int, ss: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    n, hi = len(sc), size * ss
+    centres, rots, radii, part_of, present = _plant(sc)
+    origin, dirs = _rays(sc, hi)
+    depth, prim, local = _intersect(origin, dirs, centres, rots, radii, present)
+    hit = torch.isfinite(depth)
+    part = torch.where(hit, part_of[prim], 0)  # n×P
+    # normal = R (p'/r), normalised; thin petals and leaves are lit from both sides
+    r_hit = rots.gather(1, prim[..., None, None].expand(-1, -1, 3, 3))
+    rad = radii.gather(1, prim[..., None].expand(-1, -1, 3))
+    normal = torch.einsum("npij,npj->npi", r_hit, local / rad)
+    normal = normal / normal.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    lambert = (normal * sc.light[:, None]).sum(-1).abs()
+    albedo = _albedo(variant, labels, part_of, sc.colour_jitter).gather(1, part[..., None].expand(-1, -1, 3))
+    colour = albedo * (0.35 + 0.65 * lambert[..., None])
+    bg = _background(sc, hi).flatten(2).transpose(1, 2)
+    img = torch.where(hit[..., None], colour, bg).transpose(1, 2).reshape(n, 3, hi, hi)
+    image = F.avg_pool2d(img, ss)  # anti-aliasing: each pixel is the mean of its ss×ss samples
+    votes = F.avg_pool2d(F.one_hot(part, len(PARTS)).transpose(1, 2).reshape(n, -1, hi, hi).float(), ss)
+    coverage = (votes * coloured[:, :, None, None]).sum(1)
+    return image.clamp(0, 1), votes.argmax(1), coverage  # argmax: the majority part of each pixel
+
+
+def render(variant: str, n: int, size: int = 112, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """``n`` images of ``variant`` with balanced labels (``i % K``): images n×3×size×size, labels n, masks n×H×W.
+
+    Deterministic in ``seed``; touches no cache (``An8Flower`` stores what this returns).
+    """
+    _check_variant(variant)
+    if n < 1 or size < 16:
+        raise ValueError(f"need n >= 1 and size >= 16, got n={n}, size={size}")
+    labels = torch.arange(n) % VARIANTS[variant]
+    images, _, masks, _ = render_scenes(sample_scenes(n, seed), labels, variant, size)
+    return images, labels, masks

@@ -1,0 +1,144 @@
+"""Training the an8Flower classifiers: deterministic, CPU-friendly, early stopping on validation accuracy.
+
+``python -m dvehelpers train --variant single-6c --arch vgg`` trains one model and writes
+``data/models/an8flower-<arch>-<variant>.pt`` with its metadata (``.json`` beside it).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import models
+from .data import An8Flower
+
+__all__ = ["train", "accuracy", "model_name", "train_and_save"]
+
+
+def model_name(arch: str, variant: str) -> str:
+    return f"an8flower-{arch}-{variant}"
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy in eval mode (the model's mode is restored)."""
+    was = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        correct += int((model(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum())
+    model.train(was)
+    return correct / len(labels)
+
+
+def train(
+    variant: str,
+    arch: str,
+    seed: int = 0,
+    size: int = 112,
+    max_epochs: int = 30,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    patience: int = 4,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``arch`` on ``variant`` (data seed ``seed``) with Adam; keep the best validation epoch.
+
+    Stops when validation accuracy has been 100 % for two epochs, or after ``patience`` epochs without a
+    better one. Returns the model (eval mode, on the CPU) and its metadata.
+    """
+    from tqdm.auto import tqdm
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    data = {s: An8Flower(variant, s, size=size, seed=seed, progress=progress).tensors() for s in ("train", "val")}
+    (x, y), (xv, yv) = (data["train"][:2], data["val"][:2])
+    x, y, xv, yv = x.to(dev), y.to(dev), xv.to(dev), yv.to(dev)
+    torch.manual_seed(seed)
+    model = models.build(arch, _num_classes(variant)).to(dev)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    best, best_state, since, perfect, history = -1.0, None, 0, 0, []
+    t0 = time.perf_counter()
+    for epoch in range(max_epochs):
+        order = torch.randperm(len(y), generator=g).to(dev)
+        bar = tqdm(
+            range(0, len(y), batch_size), desc=f"{arch}/{variant} epoch {epoch + 1}", disable=not progress, leave=False
+        )
+        for i in bar:
+            idx = order[i : i + batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        val = accuracy(model, xv, yv)
+        history.append({"epoch": epoch + 1, "loss": loss.item(), "val_accuracy": val})
+        if progress:
+            print(f"{arch}/{variant} epoch {epoch + 1}: loss {loss.item():.4f}, val accuracy {val:.4f}")
+        if val > best:
+            best, since = val, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since += 1
+        perfect = perfect + 1 if val == 1.0 else 0
+        if perfect >= 2 or since >= patience:
+            break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model = model.eval().cpu()
+    meta = {
+        "arch": arch,
+        "variant": variant,
+        "data_seed": seed,
+        "image_size": size,
+        "epochs": len(history),
+        "history": history,
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "lr": lr,
+        "batch_size": batch_size,
+        "device": str(dev),
+    }
+    return model, meta
+
+
+def _num_classes(variant: str) -> int:
+    from .data import VARIANTS
+
+    return VARIANTS[variant]
+
+
+def train_and_save(variant: str, arch: str, seed: int = 0, out: Path | None = None, **kwargs: Any) -> Path:
+    """Train, measure accuracy on every split and on a test split of another seed, save checkpoint + metadata."""
+    from . import __version__
+
+    model, meta = train(variant, arch, seed=seed, **kwargs)
+    size = meta["image_size"]
+    acc = {}
+    for split in ("train", "val", "test"):
+        x, y, _ = An8Flower(variant, split, size=size, seed=seed).tensors()
+        acc[split] = accuracy(model, x, y)
+    x, y, _ = An8Flower(variant, "test", size=size, seed=seed + 1).tensors()
+    acc[f"test_seed{seed + 1}"] = accuracy(model, x, y)
+    meta.update(
+        accuracy=acc,
+        version=__version__,
+        command="python -m dvehelpers " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if Path(sys.argv[0]).name == "__main__.py"
+        else f"dvehelpers.train.train_and_save({variant!r}, {arch!r})",
+    )
+    out = out or models.MODEL_DIR
+    path = models.save(model, Path(out) / f"{model_name(arch, variant)}.pt", arch, meta)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(path.with_suffix(".json"))
+    return path

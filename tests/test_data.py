@@ -1,0 +1,196 @@
+"""an8Flower-synth: exact masks, colour only in the coloured part, determinism, cache safety, official layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import dvehelpers as dh
+from dvehelpers.data import an8flower, render
+from dvehelpers.data.render import coloured_parts, render_scenes, sample_scenes
+
+
+@pytest.mark.parametrize("variant", ["single-6c", "double-12c"])
+def test_mask_is_exactly_the_coloured_parts_of_the_part_map(variant: str) -> None:
+    k = dh.data.VARIANTS[variant]
+    labels = torch.arange(2 * k) % k
+    images, parts, masks, coverage = render_scenes(sample_scenes(2 * k, 3), labels, variant, size=64)
+    assert masks.dtype == torch.bool and images.shape == (2 * k, 3, 64, 64)
+    for i, lab in enumerate(labels.tolist()):
+        expected = torch.isin(parts[i], torch.tensor(coloured_parts(variant, lab)))
+        assert torch.equal(masks[i], expected)
+        assert masks[i].any() and (~masks[i]).any()
+        # the mask holds the pixels that are mostly coloured part; coverage > 0 only near it
+        assert (coverage[i][masks[i]] >= 0.5).all()
+
+
+@pytest.mark.parametrize(("variant", "a", "b"), [("single-6c", 0, 4), ("double-12c", 2, 8), ("double-12c", 7, 11)])
+def test_two_classes_of_one_scene_differ_only_where_coloured(variant: str, a: int, b: int) -> None:
+    sc = sample_scenes(8, 11)
+    img_a, _, mask_a, cov_a = render_scenes(sc, torch.full((8,), a), variant, size=80)
+    img_b, _, mask_b, cov_b = render_scenes(sc, torch.full((8,), b), variant, size=80)
+    touched = (cov_a > 0) | (cov_b > 0)  # every pixel with a coloured sample in either image
+    diff = (img_a - img_b).abs().amax(1)
+    assert torch.equal(diff[~touched], torch.zeros_like(diff[~touched]))
+    assert (diff[mask_a | mask_b] > 0.05).float().mean() > 0.9  # and they do differ there
+    # outside its mask a pixel is at most half coloured (anti-aliased borders, thin petal tips)
+    for cov, mask in ((cov_a, mask_a), (cov_b, mask_b)):
+        assert (cov[~mask] <= 0.5).all() and (cov[mask] >= 0.5).all()
+
+
+def _colour_features(images: torch.Tensor, keep: torch.Tensor) -> np.ndarray:
+    """A 4×4×4 colour histogram of the kept pixels of each image."""
+    q = (images * 3.999).long()
+    code = (q[:, 0] * 16 + q[:, 1] * 4 + q[:, 2]).flatten(1)
+    hist = torch.zeros(images.shape[0], 64).scatter_add_(1, code, keep.flatten(1).float())
+    return (hist / hist.sum(1, keepdim=True).clamp(min=1)).numpy()
+
+
+@pytest.mark.parametrize("variant", ["single-6c", "double-12c"])
+def test_only_the_coloured_part_carries_the_colour(variant: str) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    def split(seed: int, n: int) -> tuple[torch.Tensor, ...]:
+        return render(variant, n, size=64, seed=seed)
+
+    (xa, ya, ma), (xb, yb, mb) = split(1, 240), split(2, 120)
+    colour_a, colour_b = (ya % 6).numpy(), (yb % 6).numpy()
+    grown_a = F.max_pool2d(ma.float()[:, None], 5, 1, 2)[:, 0].bool()  # dilated by 2 px
+    grown_b = F.max_pool2d(mb.float()[:, None], 5, 1, 2)[:, 0].bool()
+    scores = {}
+    for where, (ka, kb) in {"outside": (~grown_a, ~grown_b), "inside": (ma, mb)}.items():
+        clf = LogisticRegression(max_iter=2000).fit(_colour_features(xa, ka), colour_a)
+        scores[where] = clf.score(_colour_features(xb, kb), colour_b)
+    assert scores["inside"] > 0.97
+    assert scores["outside"] < 1 / 6 + 0.12  # chance is 1/6
+
+
+def test_render_is_deterministic_and_seeded() -> None:
+    a = render("double-12c", 12, size=48, seed=5)
+    b = render("double-12c", 12, size=48, seed=5)
+    c = render("double-12c", 12, size=48, seed=6)
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not torch.equal(a[0], c[0])
+    assert torch.equal(a[1], torch.arange(12) % 12)
+
+
+def test_nuisances_vary_within_a_class() -> None:
+    sc = sample_scenes(200, 0)
+    assert set(sc.n_petals.tolist()) == {5, 6, 7, 8} and set(sc.background.tolist()) == {0, 1, 2}
+    assert sc.angle.min() < 20 and sc.angle.max() > 340 and sc.has_pot.any() and (~sc.has_pot).any()
+
+
+def test_class_names_follow_the_index_order() -> None:
+    assert dh.data.class_names("single-6c") == ["red", "orange", "yellow", "cyan", "blue", "magenta"]
+    names = dh.data.class_names("double-12c")
+    assert names[0] == "petals-red" and names[6] == "stem-red" and names[11] == "stem-magenta"
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="unknown variant 'triple'; valid: single-6c, double-12c"):
+        render("triple", 4)
+    with pytest.raises(ValueError, match="unknown split 'dev'; valid: train, val, test"):
+        dh.data.An8Flower("single-6c", "dev")
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def test_dataset_renders_into_a_checked_cache(tmp_path: Path) -> None:
+    ds = dh.data.An8Flower("single-6c", "val", size=48, cache=tmp_path, per_class=3, progress=False)
+    assert len(ds) == 18 and ds.classes[0] == "red"
+    image, label, mask = ds[7]
+    assert image.shape == (3, 48, 48) and image.dtype == torch.float32 and label == 1 and mask.dtype == torch.bool
+    files = sorted(p.name for p in (ds.dir / "val").iterdir())
+    assert len(files) == 18 and all(an8flower._OFFICIAL.search(f) for f in files)
+    assert sorted(p.name for p in (ds.dir / "val_MASK").iterdir()) == files
+    manifest = json.loads(ds.manifest_path.read_text())
+    assert len(manifest["items"]) == 18 and {"angle", "params", "sha256", "class"} <= set(manifest["items"][0])
+    # the same seed gives identical bytes; the PNGs round-trip what the renderer made (to 8 bits)
+    again = dh.data.An8Flower("single-6c", "val", size=48, cache=tmp_path / "b", per_class=3, progress=False)
+    assert [i["sha256"] for i in again.info] == [i["sha256"] for i in ds.info]
+    scenes = sample_scenes(18, an8flower._split_seed(0, "val"))
+    x, _, m, _ = render_scenes(scenes, torch.arange(18) % 6, "single-6c", 48)
+    assert (ds.tensors()[0] - x).abs().max() <= 0.5 / 255 + 1e-6 and torch.equal(ds.masks, m)
+    other = dh.data.An8Flower("single-6c", "val", size=48, seed=1, cache=tmp_path, per_class=3, progress=False)
+    assert not torch.equal(other.images, ds.images)
+
+
+def test_interrupted_render_leaves_only_trusted_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real = an8flower.render_scenes
+
+    def dies_on_second_chunk(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(an8flower, "render_scenes", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        dh.data.An8Flower("double-12c", "test", size=32, cache=tmp_path, per_class=8, progress=False)  # 96 images
+    root = tmp_path / "double-12c_s32_seed0"
+    listed = json.loads((root / "test.json").read_text())["items"]
+    assert len(listed) == 64  # the first chunk only, every file complete and checked
+    for item in listed:
+        assert an8flower._sha256(root / item["image"]) == item["sha256"]
+    monkeypatch.setattr(an8flower, "render_scenes", real)
+    repaired = dh.data.An8Flower("double-12c", "test", size=32, cache=tmp_path, per_class=8, progress=False)
+    clean = dh.data.An8Flower("double-12c", "test", size=32, cache=tmp_path / "clean", per_class=8, progress=False)
+    assert torch.equal(repaired.images, clean.images) and torch.equal(repaired.masks, clean.masks)
+
+
+def test_corrupted_file_is_detected_and_rendered_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = dh.data.An8Flower("single-6c", "train", size=32, cache=tmp_path, per_class=2, progress=False)
+    victim = ds.dir / ds.info[5]["image"]
+    data = bytearray(victim.read_bytes())
+    data[60:70] = bytes(b ^ 0xFF for b in data[60:70])
+    victim.write_bytes(bytes(data))
+    (ds.dir / ds.info[2]["mask"]).unlink()
+    rendered: list[int] = []
+    real = an8flower.render_scenes
+    monkeypatch.setattr(
+        an8flower,
+        "render_scenes",
+        lambda sc, labels, *a, **k: rendered.append(len(labels)) or real(sc, labels, *a, **k),
+    )
+    again = dh.data.An8Flower("single-6c", "train", size=32, cache=tmp_path, per_class=2, progress=False)
+    assert rendered == [2]  # exactly the two damaged items
+    assert torch.equal(again.images, ds.images) and torch.equal(again.masks, ds.masks)
+
+
+# ---------------------------------------------------------------- the official layout
+
+
+def test_official_layout_is_read_with_labels_and_binary_masks(tmp_path: Path) -> None:
+    root = tmp_path / "an8flower_single_6c"
+    (root / "imgs").mkdir(parents=True)
+    (tmp_path / "an8flower_single_6c_MASK" / "imgs").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    truth = {}
+    for c in range(1, 7):
+        for i in range(10):
+            name = f"class{c}_img{i}_p0_r{i * 36}"
+            img = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(img).save(root / "imgs" / f"{name}.jpg")
+            mask = np.full((40, 40), 255, np.uint8)  # inverted polarity: white background, black flower
+            mask[4 * c : 4 * c + 8, 10:20] = 0
+            Image.fromarray(mask).save(tmp_path / "an8flower_single_6c_MASK" / "imgs" / f"{name}.png")
+            truth[(c, i)] = mask == 0
+    parts = {s: dh.data.An8Flower("single-6c", s, size=40, root=root) for s in ("train", "val", "test")}
+    assert [len(p) for p in parts.values()] == [42, 6, 12]
+    train = parts["train"]
+    assert sorted(set(train.labels.tolist())) == list(range(6))
+    for k in range(len(train)):
+        _, label, mask = train[k]
+        assert mask.dtype == torch.bool and int(mask.sum()) == 80
+        rows = mask.any(1).nonzero()[:, 0]
+        assert int(rows.min()) == 4 * (label + 1)  # class c's square starts at row 4c: labels are c − 1
+    with pytest.raises(ValueError, match="holds 6 classes"):
+        dh.data.An8Flower("double-12c", "train", root=root)
