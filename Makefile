@@ -7,7 +7,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # JupyterLab refuses to start as root without this flag.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup run test lab bench lint clean
+.PHONY: setup run test lab bench lint clean data models
 
 setup: $(STAMP)
 
@@ -27,6 +27,14 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks
+
+data: $(STAMP)
+	$(BIN)/python -m dvehelpers render
+
+# Retrain the shipped an8Flower checkpoints (data/models/), one variant and architecture at a time.
+models: $(STAMP)
+	for v in single-6c double-12c; do for a in vgg alexnet; do \
+		$(BIN)/python -m dvehelpers train --variant $$v --arch $$a || exit 1; done; done
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_baselines.py --write

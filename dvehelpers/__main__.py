@@ -1,4 +1,4 @@
-"""Command line: ``python -m dvehelpers methods | run | bench``."""
+"""Command line: ``python -m dvehelpers methods | run | render | train | bench``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_all(Path(args.notebooks), Path(args.out))
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from .data import SPLITS, VARIANTS, An8Flower
+
+    for variant in args.variant or list(VARIANTS):
+        for split in SPLITS:
+            ds = An8Flower(variant, split, size=args.size, seed=args.seed, cache=args.cache)
+            print(f"{variant}/{split}: {len(ds)} images in {ds.dir}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train_and_save
+
+    for variant in args.variant:
+        for arch in args.arch:
+            path = train_and_save(variant, arch, seed=args.seed, size=args.size, out=args.out)
+            print(f"saved {path}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     script = ROOT / "benchmarks" / "bench_baselines.py"
     if not script.exists():
@@ -44,6 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--notebooks", default=str(ROOT / "notebooks"))
     run.add_argument("--out", default=str(ROOT / "build"))
     run.set_defaults(fn=cmd_run)
+    render = sub.add_parser("render", help="render the an8Flower-synth splits into the cache")
+    render.add_argument("--variant", action="append", choices=["single-6c", "double-12c"])
+    render.add_argument("--size", type=int, default=112)
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--cache", default=None, help="cache folder (default $DVE_DATA or data/cache)")
+    render.set_defaults(fn=cmd_render)
+    train = sub.add_parser("train", help="train an8Flower classifiers and save them to data/models/")
+    train.add_argument("--variant", action="append", choices=["single-6c", "double-12c"], required=True)
+    train.add_argument("--arch", action="append", choices=["vgg", "alexnet"], required=True)
+    train.add_argument("--size", type=int, default=112)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default=None, help="output folder (default data/models)")
+    train.set_defaults(fn=cmd_train)
     bench = sub.add_parser("bench", help="run benchmarks/bench_baselines.py (arguments are passed on)")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(fn=cmd_bench)

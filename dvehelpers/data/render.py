@@ -200,49 +200,52 @@ def _plant(sc: Scenes) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     return centres_t, rots_t, torch.stack(radii, 1), torch.tensor(parts), torch.stack(present, 1)
 
 
-def _rays(sc: Scenes, size: int) -> tuple[Tensor, Tensor]:
-    """Camera rays of every pixel: origins n×3 and unit directions n×P×3 (P = size², row-major)."""
+def _camera(sc: Scenes) -> tuple[Tensor, Tensor]:
+    """Camera origin n×3 and basis (forward, right, up) n×3×3 for every scene."""
     n = len(sc)
-    dist, focal = 4.6, 4.3  # the plant (height ~2) fills most of the frame
     elev = sc.elevation * math.pi / 180
-    origin = torch.stack([torch.zeros(n), dist * elev.sin(), dist * elev.cos()], 1)
+    origin = torch.stack([torch.zeros(n), _DIST * elev.sin(), _DIST * elev.cos()], 1)
     forward = -origin / origin.norm(dim=1, keepdim=True)
     right = torch.tensor([1.0, 0.0, 0.0]).expand(n, 3)
-    up = torch.cross(right, forward, dim=1)
-    px = (torch.arange(size) + 0.5) / size * 2 - 1
-    yy, xx = torch.meshgrid(-px, px, indexing="ij")
-    # scale zooms, shift moves the plant in the image plane
-    u = (xx.reshape(1, -1) / sc.scale[:, None]) - sc.shift[:, :1]
-    v = (yy.reshape(1, -1) / sc.scale[:, None]) - sc.shift[:, 1:]
-    d = forward[:, None] * focal + right[:, None] * u[..., None] + up[:, None] * v[..., None]
-    return origin, d / d.norm(dim=-1, keepdim=True)
+    return origin, torch.stack([forward, right, torch.cross(right, forward, dim=1)], 1)
+
+
+_DIST, _FOCAL = 4.6, 4.3  # the plant (height ~2) fills most of the frame
+
+
+def _directions(sc: Scenes, basis: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    """Unit ray directions n×P×3 through image-plane points (u, v) ∈ [−1, 1]² (v up); scale zooms, shift moves."""
+    u = u / sc.scale[:, None] - sc.shift[:, :1]
+    v = v / sc.scale[:, None] - sc.shift[:, 1:]
+    d = basis[:, None, 0] * _FOCAL + basis[:, None, 1] * u[..., None] + basis[:, None, 2] * v[..., None]
+    return d / d.norm(dim=-1, keepdim=True)
 
 
 def _intersect(
     origin: Tensor, dirs: Tensor, centres: Tensor, rots: Tensor, radii: Tensor, present: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Nearest hit per ray: depth n×P (inf = miss), primitive index n×P, hit point in the unit-sphere frame.
+    """Nearest hit per ray: depth n×P (inf = miss), primitive index n×P, and ``Q = AᵀA`` per primitive.
 
-    With ``A = diag(1/r) Rᵀ`` the quadratic's coefficients are ``a = dᵀ (AᵀA) d``, ``b = 2 dᵀ Aᵀ o'`` and
-    ``c = |o'|² − 1``: two batched matrix products over (rays × primitives), no per-pair 3-vectors.
+    With ``A = diag(1/r) Rᵀ`` and ``e = o − c`` the hit condition ``|A(e + t d)|² = 1`` is the quadratic
+    ``a t² + 2 b' t + c = 0`` with ``a = dᵀQd``, ``b' = dᵀQe``, ``c = eᵀQe − 1``: two batched matrix products
+    over (rays × primitives), no per-pair 3-vectors. ``Q (x − c)`` is also the surface normal at ``x``.
     """
-    inv = rots.transpose(-1, -2) / radii[..., None]  # n×M×3×3: world -> unit-sphere frame
-    o = torch.einsum("nmij,nmj->nmi", inv, origin[:, None] - centres)  # n×M×3
+    inv = rots.transpose(-1, -2) / radii[..., None]  # n×M×3×3
     q = inv.transpose(-1, -2) @ inv  # n×M×3×3, symmetric
+    e = origin[:, None] - centres  # n×M×3
+    qe = (q @ e[..., None])[..., 0]  # n×M×3
     q6 = torch.stack([q[..., 0, 0], q[..., 1, 1], q[..., 2, 2], q[..., 0, 1], q[..., 0, 2], q[..., 1, 2]], 1)
     dx, dy, dz = dirs.unbind(-1)
     d6 = torch.stack([dx * dx, dy * dy, dz * dz, 2 * dx * dy, 2 * dx * dz, 2 * dy * dz], -1)  # n×P×6
     a = d6 @ q6  # n×P×M
-    b = 2 * dirs @ torch.einsum("nmji,nmj->nim", inv, o)  # dᵀ (Aᵀ o')
-    c = (o * o).sum(-1)[:, None] - 1
-    disc = b * b - 4 * a * c
-    t = (-b - disc.clamp(min=0).sqrt()) / (2 * a)
-    t = torch.where((disc > 0) & (t > 0) & present[:, None], t, torch.full_like(t, math.inf))
-    depth, prim = t.min(-1)
-    inv_hit = inv.gather(1, prim[..., None, None].expand(-1, -1, 3, 3))
-    o_hit = o.gather(1, prim[..., None].expand(-1, -1, 3))
-    local = o_hit + depth.clamp(max=1e6)[..., None] * (inv_hit @ dirs[..., None])[..., 0]
-    return depth, prim, local
+    half_b = dirs @ qe.transpose(1, 2)  # n×P×M
+    c = (e * qe).sum(-1)[:, None] - 1  # n×1×M
+    disc = half_b * half_b - a * c
+    valid = (disc > 0) & present[:, None]
+    t = half_b.neg_().sub_(disc.clamp_(min=0).sqrt_()).div_(a)  # the nearer root, in place
+    valid &= t > 0
+    depth, prim = t.masked_fill_(~valid, math.inf).min(-1)
+    return depth, prim, q
 
 
 def _background(sc: Scenes, size: int) -> Tensor:
@@ -270,7 +273,7 @@ def _albedo(variant: str, labels: Tensor, parts: Tensor, jitter: Tensor) -> Tens
 
 
 def render_scenes(
-    sc: Scenes, labels: Tensor, variant: str, size: int = 112, supersample: int = 2, chunk: int = 16
+    sc: Scenes, labels: Tensor, variant: str, size: int = 112, supersample: int = 2, chunk: int = 8
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Render scenes with given class labels.
 
@@ -297,29 +300,59 @@ def render_scenes(
     return images, parts, masks, coverage
 
 
+def _shade(
+    sc: Scenes, geometry: tuple[Tensor, ...], albedo: Tensor, origin: Tensor, basis: Tensor, u: Tensor, v: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Cast rays through (u, v): Lambert colour n×P×3 (no background), hit n×P, part id n×P."""
+    centres, rots, radii, part_of, present = geometry
+    dirs = _directions(sc, basis, u, v)
+    depth, prim, q = _intersect(origin, dirs, centres, rots, radii, present)
+    hit = torch.isfinite(depth)
+    part = torch.where(hit, part_of[prim], 0)
+    # normal ∝ Q (x − c) at the hit point x, one gather of (Q, c); thin petals and leaves lit from both sides
+    qc = torch.cat([q.flatten(2), centres], 2).gather(1, prim[..., None].expand(-1, -1, 12))
+    x = origin[:, None] + depth.clamp(max=1e3)[..., None] * dirs
+    normal = (qc[..., :9].view(*prim.shape, 3, 3) @ (x - qc[..., 9:])[..., None])[..., 0]
+    lambert = (normal * sc.light[:, None]).sum(-1).abs() / normal.norm(dim=-1).clamp(min=1e-9)
+    colour = albedo.gather(1, part[..., None].expand(-1, -1, 3)) * (0.35 + 0.65 * lambert[..., None])
+    return colour, hit, part
+
+
 def _render_chunk(
     sc: Scenes, labels: Tensor, coloured: Tensor, variant: str, size: int, ss: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    n, hi = len(sc), size * ss
-    centres, rots, radii, part_of, present = _plant(sc)
-    origin, dirs = _rays(sc, hi)
-    depth, prim, local = _intersect(origin, dirs, centres, rots, radii, present)
-    hit = torch.isfinite(depth)
-    part = torch.where(hit, part_of[prim], 0)  # n×P
-    # normal = R (p'/r), normalised; thin petals and leaves are lit from both sides
-    r_hit = rots.gather(1, prim[..., None, None].expand(-1, -1, 3, 3))
-    rad = radii.gather(1, prim[..., None].expand(-1, -1, 3))
-    normal = torch.einsum("npij,npj->npi", r_hit, local / rad)
-    normal = normal / normal.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-    lambert = (normal * sc.light[:, None]).sum(-1).abs()
-    albedo = _albedo(variant, labels, part_of, sc.colour_jitter).gather(1, part[..., None].expand(-1, -1, 3))
-    colour = albedo * (0.35 + 0.65 * lambert[..., None])
-    bg = _background(sc, hi).flatten(2).transpose(1, 2)
-    img = torch.where(hit[..., None], colour, bg).transpose(1, 2).reshape(n, 3, hi, hi)
-    image = F.avg_pool2d(img, ss)  # anti-aliasing: each pixel is the mean of its ss×ss samples
-    votes = F.avg_pool2d(F.one_hot(part, len(PARTS)).transpose(1, 2).reshape(n, -1, hi, hi).float(), ss)
-    coverage = (votes * coloured[:, :, None, None]).sum(1)
-    return image.clamp(0, 1), votes.argmax(1), coverage  # argmax: the majority part of each pixel
+    """Pixel centres first; then every pixel on a part boundary (its 3×3 neighbourhood shows more than one
+    part) again with ss×ss samples, which replace its colour and its part votes (adaptive anti-aliasing)."""
+    n, p = len(sc), size * size
+    geometry = _plant(sc)
+    albedo = _albedo(variant, labels, geometry[3], sc.colour_jitter)
+    origin, basis = _camera(sc)
+    centre = (torch.arange(size) + 0.5) / size * 2 - 1
+    vv, uu = torch.meshgrid(-centre, centre, indexing="ij")
+    u, v = uu.reshape(1, -1).expand(n, p), vv.reshape(1, -1).expand(n, p)
+    bg = _background(sc, size).flatten(2).transpose(1, 2)  # n×P×3
+    colour, hit, part = _shade(sc, geometry, albedo, origin, basis, u, v)
+    image = torch.where(hit[..., None], colour, bg)
+    votes = F.one_hot(part, len(PARTS)).float()  # n×P×parts
+    grid = part.view(n, 1, size, size).float()
+    edge = (F.max_pool2d(grid, 3, 1, 1) != -F.max_pool2d(-grid, 3, 1, 1)).flatten(1)
+    n_edge = int(edge.sum(1).max())
+    if ss > 1 and n_edge:
+        # edge pixels first in every row; the padding re-renders a few non-edge pixels, harmlessly
+        idx = edge.float().argsort(dim=1, descending=True, stable=True)[:, :n_edge]
+        offsets = ((torch.arange(ss) + 0.5) / ss - 0.5) * 2 / size
+        ou, ov = (o.reshape(-1) for o in torch.meshgrid(offsets, -offsets, indexing="xy"))
+        su = (u.gather(1, idx)[..., None] + ou).flatten(1)
+        sv = (v.gather(1, idx)[..., None] + ov).flatten(1)
+        c2, h2, p2 = _shade(sc, geometry, albedo, origin, basis, su, sv)
+        bg2 = bg.gather(1, idx[..., None].expand(-1, -1, 3)).repeat_interleave(ss * ss, 1)
+        c2 = torch.where(h2[..., None], c2, bg2).view(n, n_edge, ss * ss, 3).mean(2)
+        v2 = F.one_hot(p2, len(PARTS)).float().view(n, n_edge, ss * ss, -1).mean(2)
+        image = image.scatter(1, idx[..., None].expand(-1, -1, 3), c2)
+        votes = votes.scatter(1, idx[..., None].expand(-1, -1, len(PARTS)), v2)
+    coverage = (votes * coloured[:, None]).sum(-1).view(n, size, size)
+    parts = votes.argmax(-1).view(n, size, size)  # the majority part of each pixel's samples
+    return image.transpose(1, 2).reshape(n, 3, size, size).clamp(0, 1), parts, coverage
 
 
 def render(variant: str, n: int, size: int = 112, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
