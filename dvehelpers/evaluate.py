@@ -11,12 +11,15 @@ normalises to all zeros, so ``{h ≥ τ}`` is empty for every ``τ > 0`` and its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from .maps import normalize
 
-__all__ = ["THRESHOLDS", "iou_curve", "mean_iou", "per_image_iou"]
+__all__ = ["THRESHOLDS", "iou_curve", "mean_iou", "per_image_iou", "evaluate", "summary"]
 
 #: Default threshold grid: 0.05 … 0.95 in steps of 0.05 (our choice; the paper's grid is unknown).
 THRESHOLDS = torch.arange(1, 20, dtype=torch.float64) / 20
@@ -68,3 +71,40 @@ def iou_curve(heatmaps: Tensor, masks: Tensor, thresholds: Tensor | None = None)
 def mean_iou(heatmaps: Tensor, masks: Tensor, thresholds: Tensor | None = None) -> float:
     """Mean over thresholds of the mean IoU over images, ×100 (the an8Flower table's number)."""
     return float(iou_curve(heatmaps, masks, thresholds).mean() * 100)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    images: Tensor,
+    masks: Tensor,
+    methods: Sequence[str],
+    target: Tensor | None = None,
+    thresholds: Tensor | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, Tensor]:
+    """Per-image IoU curves (N×T) of every method on a labelled set, in batches on the model's device.
+
+    ``target``: the explained class of each image (default: the model's top-1 prediction, as in Oramas et
+    al.'s protocol); ``params[name]`` overrides a method's registry defaults.
+    """
+    from tqdm.auto import tqdm
+
+    from .registry import explain
+
+    params = params or {}
+    dev = next(model.parameters()).device
+    out: dict[str, list[Tensor]] = {m: [] for m in methods}
+    steps = [(m, i) for m in methods for i in range(0, len(images), batch_size)]
+    for m, i in tqdm(steps, desc="explaining", unit="batch", disable=not progress):
+        x = images[i : i + batch_size].to(dev)
+        t = None if target is None else target[i : i + batch_size].to(dev)
+        heat = explain(m, model, x, t, **params.get(m, {}))
+        out[m].append(per_image_iou(heat, masks[i : i + batch_size].to(dev), thresholds))
+    return {m: torch.cat(v) for m, v in out.items()}
+
+
+def summary(results: dict[str, Tensor]) -> dict[str, float]:
+    """Mean IoU ×100 per method (mean over images, then thresholds) from :func:`evaluate`'s curves."""
+    return {m: float(curves.mean(0).mean() * 100) for m, curves in results.items()}

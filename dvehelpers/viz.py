@@ -15,7 +15,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["to_rgb", "signed_image", "overlay", "mask_outline", "grid", "compare_methods"]
+__all__ = [
+    "to_rgb",
+    "signed_image",
+    "overlay",
+    "mask_outline",
+    "grid",
+    "image_grid",
+    "iou_curves",
+    "compare_methods",
+]
 
 
 def to_rgb(image: Tensor) -> np.ndarray:
@@ -96,6 +105,46 @@ def grid(
             axes[0, c].set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def image_grid(
+    images: Tensor,
+    masks: Tensor | None = None,
+    titles: Sequence[str] = (),
+    ncols: int = 6,
+    size: float = 1.7,
+    outline: str = "white",
+) -> Figure:
+    """Images in rows of ``ncols``, each with its mask outlined (if given) and its title."""
+    n = images.shape[0]
+    rows = -(-n // ncols)
+    fig, axes = plt.subplots(rows, ncols, figsize=(size * ncols, size * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k >= n:
+            continue
+        ax.imshow(to_rgb(images[k]))
+        if masks is not None:
+            mask_outline(ax, masks[k], color=outline)
+        if k < len(titles):
+            ax.set_title(titles[k], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def iou_curves(results: dict[str, Tensor], thresholds: Tensor | None = None, ax: Axes | None = None) -> Axes:
+    """Mean IoU against threshold for every method of :func:`dvehelpers.evaluate.evaluate`'s results."""
+    from .evaluate import THRESHOLDS
+
+    t = (THRESHOLDS if thresholds is None else thresholds).cpu().numpy()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    for name, curves in results.items():
+        ax.plot(t, curves.mean(0).cpu().numpy(), label=f"{name} ({float(curves.mean() * 100):.1f})")
+    ax.set_xlabel("threshold τ")
+    ax.set_ylabel("mean IoU")
+    ax.legend(fontsize=7)
+    return ax
 
 
 def compare_methods(

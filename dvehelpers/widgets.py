@@ -17,7 +17,7 @@ from .models import layer_names, num_classes
 from .registry import METHODS, Param, explain
 from .viz import mask_outline, overlay, signed_image, to_rgb
 
-__all__ = ["param_widget", "widget_value", "Explorer", "explorer"]
+__all__ = ["param_widget", "widget_value", "Explorer", "explorer", "DatasetBrowser", "dataset_browser"]
 
 
 def param_widget(spec: Param, model: nn.Module | None = None) -> W.ValueWidget:
@@ -138,3 +138,60 @@ def explorer(model: nn.Module, images: Tensor, **options: Any) -> Explorer:
     """An interactive explorer on ``images``; show its ``.widget``. Options as :class:`Explorer`
     (``class_names``, ``methods`` — default all registered —, ``display``, ``masks``, ``method``)."""
     return Explorer(model, images, **options)
+
+
+class DatasetBrowser:
+    """Browse an8Flower-synth: variant, class, angle and scene (seed); the render and its mask redraw on change."""
+
+    def __init__(self, size: int = 112) -> None:
+        from .data import VARIANTS, class_names
+
+        self.size = size
+        self.variant = W.Dropdown(options=list(VARIANTS), value="single-6c", description="variant")
+        self.label = W.Dropdown(options=_class_options(class_names("single-6c")), value=0, description="class")
+        self.angle = W.FloatSlider(value=0, min=0, max=359, step=1, description="angle °", continuous_update=False)
+        self.scene = W.IntSlider(value=0, min=0, max=999, description="scene seed", continuous_update=False)
+        self.output = W.Output()
+        self.image: Tensor | None = None
+        self.mask: Tensor | None = None
+        self.variant.observe(self._on_variant, names="value")
+        for w in (self.label, self.angle, self.scene):
+            w.observe(self._redraw, names="value")
+        self.widget = W.VBox([W.HBox([self.variant, self.label]), W.HBox([self.angle, self.scene]), self.output])
+        self._redraw()
+
+    def _on_variant(self, change: Any = None) -> None:
+        from .data import class_names
+
+        self.label.unobserve(self._redraw, names="value")
+        self.label.options = _class_options(class_names(self.variant.value))
+        self.label.value = 0
+        self.label.observe(self._redraw, names="value")
+        self._redraw()
+
+    def _redraw(self, change: Any = None) -> None:
+        from .data import rotation_sweep
+
+        images, masks = rotation_sweep(
+            self.variant.value, self.label.value, [self.angle.value], self.scene.value, self.size
+        )
+        self.image, self.mask = images[0], masks[0]
+        self.output.clear_output(wait=True)
+        with self.output:
+            fig, ax = plt.subplots(1, 2, figsize=(5, 2.6))
+            ax[0].imshow(to_rgb(self.image))
+            ax[1].imshow(to_rgb(self.image))
+            mask_outline(ax[1], self.mask)
+            for a, t in zip(ax, ("image", "ground-truth mask"), strict=True):
+                a.set_axis_off()
+                a.set_title(t, fontsize=9)
+            plt.show()
+
+
+def _class_options(names: Sequence[str]) -> list[tuple[str, int]]:
+    return [(f"{i}: {n}", i) for i, n in enumerate(names)]
+
+
+def dataset_browser(size: int = 112) -> DatasetBrowser:
+    """An interactive browser of the rendered dataset; show its ``.widget``."""
+    return DatasetBrowser(size)

@@ -194,3 +194,13 @@ def test_official_layout_is_read_with_labels_and_binary_masks(tmp_path: Path) ->
         assert int(rows.min()) == 4 * (label + 1)  # class c's square starts at row 4c: labels are c − 1
     with pytest.raises(ValueError, match="holds 6 classes"):
         dh.data.An8Flower("double-12c", "train", root=root)
+
+
+def test_render_classes_share_one_scene_and_rotation_sweep_turns_it() -> None:
+    images, labels, masks = dh.data.render_classes("double-12c", seed=4, size=48)
+    assert torch.equal(labels, torch.arange(12))
+    # petals-coloured classes share their mask (the petals), stem-coloured ones theirs
+    assert all(torch.equal(masks[0], masks[k]) for k in range(6)) and not torch.equal(masks[0], masks[6])
+    sweep, sweep_masks = dh.data.rotation_sweep("single-6c", 2, [0, 90, 180, 360], seed=4, size=48)
+    assert torch.equal(sweep[0], sweep[3]) and not torch.equal(sweep[0], sweep[1])
+    assert sweep_masks.shape == (4, 48, 48) and sweep_masks.any((1, 2)).all()

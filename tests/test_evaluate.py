@@ -63,3 +63,19 @@ def test_matches_a_slow_reference_on_random_maps() -> None:
             ref[i, k] = (pred & masks[i]).sum() / (pred | masks[i]).sum()
     torch.testing.assert_close(evaluate.per_image_iou(heat, masks), ref)
     assert evaluate.mean_iou(heat, masks) == pytest.approx(float(ref.mean(0).mean() * 100))
+
+
+def test_evaluate_loop_equals_per_batch_scores_and_explain() -> None:
+    import dvehelpers as dh
+
+    from .conftest import small
+
+    model = small("vgg", dtype=torch.float32)
+    images, labels, masks = dh.data.render("single-6c", 10, size=112, seed=3)
+    res = evaluate.evaluate(
+        model, images, masks, ["gradcam", "activation"], target=labels, batch_size=4, progress=False
+    )
+    assert set(res) == {"gradcam", "activation"} and res["gradcam"].shape == (10, 19)
+    expected = evaluate.per_image_iou(dh.explain("gradcam", model, images, labels), masks)
+    torch.testing.assert_close(res["gradcam"], expected)
+    assert evaluate.summary(res)["gradcam"] == pytest.approx(float(expected.mean() * 100))

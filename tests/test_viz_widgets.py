@@ -101,3 +101,23 @@ def test_explorer_recomputes_on_every_control() -> None:
     assert ex.target.disabled
     ex.controls["channels"].value = "999"  # a bad value is reported, not raised
     assert "invalid for layer" in ex.error.value
+
+
+def test_image_grid_and_iou_curves() -> None:
+    images = torch.rand(7, 3, 16, 16)
+    fig = viz.image_grid(images, masks=torch.ones(7, 16, 16), titles=[str(i) for i in range(7)], ncols=4)
+    assert len(fig.axes) == 8 and fig.axes[6].get_title() == "6" and not fig.axes[7].images
+    plt.close(fig)
+    ax = viz.iou_curves({"a": torch.full((3, 19), 0.5, dtype=torch.float64)})
+    assert ax.get_legend().get_texts()[0].get_text() == "a (50.0)"
+    plt.close(ax.figure)
+
+
+def test_dataset_browser_renders_what_it_shows() -> None:
+    b = widgets.dataset_browser(size=48)
+    b.variant.value = "double-12c"
+    b.label.value = 7
+    b.angle.value = 90
+    images, masks = dh.data.rotation_sweep("double-12c", 7, [90], 0, 48)
+    assert torch.equal(b.image, images[0]) and torch.equal(b.mask, masks[0])
+    assert len(b.label.options) == 12

@@ -1,7 +1,18 @@
 """Data: the an8Flower-synth renderer and dataset, and the official an8Flower layout."""
 
 from .an8flower import SPLITS, An8Flower, default_cache
-from .render import COLOURS, PARTS, VARIANTS, class_names, coloured_parts, render, render_scenes, sample_scenes
+from .render import (
+    COLOURS,
+    PARTS,
+    VARIANTS,
+    class_names,
+    coloured_parts,
+    render,
+    render_classes,
+    render_scenes,
+    rotation_sweep,
+    sample_scenes,
+)
 
 __all__ = [
     "An8Flower",
@@ -13,6 +24,8 @@ __all__ = [
     "class_names",
     "coloured_parts",
     "render",
+    "render_classes",
+    "rotation_sweep",
     "render_scenes",
     "sample_scenes",
 ]

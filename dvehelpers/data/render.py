@@ -32,6 +32,8 @@ __all__ = [
     "sample_scenes",
     "render_scenes",
     "render",
+    "render_classes",
+    "rotation_sweep",
 ]
 
 VARIANTS = {"single-6c": 6, "double-12c": 12}
@@ -366,3 +368,25 @@ def render(variant: str, n: int, size: int = 112, seed: int = 0) -> tuple[Tensor
     labels = torch.arange(n) % VARIANTS[variant]
     images, _, masks, _ = render_scenes(sample_scenes(n, seed), labels, variant, size)
     return images, labels, masks
+
+
+def render_classes(variant: str, seed: int = 0, size: int = 112) -> tuple[Tensor, Tensor, Tensor]:
+    """Every class of ``variant`` rendered from one and the same scene: images K×3×H×W, labels K, masks K×H×W."""
+    _check_variant(variant)
+    k = VARIANTS[variant]
+    scene = sample_scenes(1, seed).index(torch.zeros(k, dtype=torch.long))
+    labels = torch.arange(k)
+    images, _, masks, _ = render_scenes(scene, labels, variant, size)
+    return images, labels, masks
+
+
+def rotation_sweep(
+    variant: str, label: int, angles: Tensor | list[float], seed: int = 0, size: int = 112
+) -> tuple[Tensor, Tensor]:
+    """One scene of class ``label`` turned through ``angles`` (degrees): images A×3×H×W and masks A×H×W."""
+    _check_variant(variant)
+    angles = torch.as_tensor(angles, dtype=torch.float32)
+    scene = sample_scenes(1, seed).index(torch.zeros(len(angles), dtype=torch.long))
+    scene.angle = angles % 360
+    images, _, masks, _ = render_scenes(scene, torch.full((len(angles),), label), variant, size)
+    return images, masks

@@ -1,0 +1,36 @@
+"""Training is deterministic and learns; predictions and accuracy agree with the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import dvehelpers as dh
+from dvehelpers import train
+
+
+def test_predict_and_accuracy_restore_mode() -> None:
+    model = dh.models.build("alexnet", 6).train()
+    x = torch.rand(5, 3, 112, 112)
+    pred = train.predict(model, x, batch_size=2)
+    assert model.training
+    model.eval()
+    assert torch.equal(pred, model(x).argmax(1))
+    assert train.accuracy(model, x, pred) == 1.0
+
+
+def test_training_is_deterministic_and_learns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DVE_DATA", str(tmp_path))
+    monkeypatch.setattr(dh.data.an8flower, "PER_CLASS", {"train": 12, "val": 4, "test": 4})
+    monkeypatch.delenv("DVE_QUICK", raising=False)
+    a, meta = train.train("single-6c", "alexnet", size=48, max_epochs=3, batch_size=16, progress=False)
+    b, _ = train.train("single-6c", "alexnet", size=48, max_epochs=3, batch_size=16, progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert meta["epochs"] == len(meta["history"]) >= 1 and not a.training
+    # early stopping keeps the best validation epoch
+    x, y, _ = dh.data.An8Flower("single-6c", "val", size=48, progress=False).tensors()
+    assert train.accuracy(a, x, y) == max(h["val_accuracy"] for h in meta["history"])
+    fresh = dh.models.build("alexnet", 6)
+    assert any(not torch.equal(p, q) for p, q in zip(a.state_dict().values(), fresh.state_dict().values(), strict=True))
