@@ -61,7 +61,8 @@ def train(
     """Train ``arch`` on ``variant`` (data seed ``seed``) with Adam; keep the best validation epoch.
 
     Adam with a cosine learning-rate decay over ``max_epochs``. Stops when validation accuracy has been
-    100 % for two epochs, or after ``patience`` epochs without a better one. Returns the model (eval mode, on the CPU) and its metadata.
+    100 % for two epochs, or after ``patience`` epochs without a better one. Returns the model (eval mode,
+    on the CPU) and its metadata.
     """
     from tqdm.auto import tqdm
 
