@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from . import backprop, data, maps, methods, models, trace
+from . import backprop, data, evaluate, images, maps, methods, models, trace, train, viz, widgets
 from .registry import METHODS, Method, Param, explain, register
 
 __version__ = "0.1.0"

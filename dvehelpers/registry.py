@@ -29,7 +29,8 @@ class Param:
 
     ``kind`` is ``"float"``, ``"int"``, ``"bool"``, ``"choice"`` (one of ``choices``), ``"layer"`` (a layer
     name of the model, ``None`` = the method's default) or ``"channels"`` (``None`` or a list of ints).
-    ``range`` bounds numbers, inclusive.
+    ``range`` bounds numbers, inclusive. A parameter whose default is ``None`` also accepts ``None`` (the
+    method then chooses, as its doc line says).
     """
 
     name: str
@@ -46,6 +47,8 @@ class Param:
     def validate(self, value: Any) -> Any:
         """``value`` checked against the spec (layer names are checked by the method, on the model)."""
         where = f"parameter {self.name!r}"
+        if value is None and self.default is None:  # None: "the method's own default"
+            return None
         if self.kind == "choice":
             if value not in self.choices:  # type: ignore[operator]
                 raise ValueError(f"{where} got {value!r}; valid: {', '.join(map(repr, self.choices or ()))}")

@@ -41,6 +41,8 @@ def param_widget(spec: Param, model: nn.Module | None = None) -> W.ValueWidget:
             continuous_update=False,
             **common,
         )
+    if spec.default is None:  # an optional number: empty text = the method's own default
+        return W.Text(value="", placeholder="default", continuous_update=False, **common)
     slider = W.IntSlider if spec.kind == "int" else W.FloatSlider
     if spec.range is not None:
         lo, hi = spec.range
@@ -55,6 +57,9 @@ def widget_value(spec: Param, widget: W.ValueWidget) -> Any:
     if spec.kind == "channels":
         text = widget.value.strip()
         return None if not text else [int(t) for t in text.replace(" ", "").split(",") if t]
+    if spec.kind in ("float", "int") and spec.default is None:
+        text = widget.value.strip()
+        return None if not text else (int(text) if spec.kind == "int" else float(text))
     return widget.value
 
 

@@ -204,3 +204,19 @@ def test_render_classes_share_one_scene_and_rotation_sweep_turns_it() -> None:
     sweep, sweep_masks = dh.data.rotation_sweep("single-6c", 2, [0, 90, 180, 360], seed=4, size=48)
     assert torch.equal(sweep[0], sweep[3]) and not torch.equal(sweep[0], sweep[1])
     assert sweep_masks.shape == (4, 48, 48) and sweep_masks.any((1, 2)).all()
+
+
+def test_class_difference_is_zero_outside_the_coloured_parts() -> None:
+    diff, touched, outside = dh.data.class_difference("single-6c", 0, 3, seed=2, size=64)
+    assert outside == 0.0 and diff[touched].max() > 0.3
+    assert diff.shape == touched.shape == (64, 64)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_renderer_on_cuda_agrees_with_cpu() -> None:
+    cpu = render("double-12c", 24, size=64, seed=9)
+    gpu = render("double-12c", 24, size=64, seed=9, device="cuda")
+    assert gpu[0].device.type == "cuda"
+    torch.testing.assert_close(gpu[1].cpu(), cpu[1])
+    assert (gpu[2].cpu() != cpu[2]).float().mean() < 1e-3  # a boundary pixel may round the other way
+    assert ((gpu[0].cpu() - cpu[0]).abs() > 1e-3).float().mean() < 1e-2

@@ -98,6 +98,9 @@ class An8Flower(Dataset):
         if size < 16:
             raise ValueError(f"size must be >= 16, got {size}")
         self.variant, self.split, self.size, self.seed = variant, split, size, seed
+        from .. import device as default_device
+
+        self.render_device = default_device()  # rendering runs on the GPU when there is one
         self.classes = class_names(variant)
         if root is not None:
             self.images, self.labels, self.masks = _read_official(Path(root), variant, split, size, seed)
@@ -187,9 +190,9 @@ class An8Flower(Dataset):
         for start in range(0, len(todo), chunk):
             idx = torch.tensor(todo[start : start + chunk])
             sc = scenes.index(idx)
-            images, _, masks, _ = render_scenes(sc, labels[idx], self.variant, self.size)
-            pixels = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-            mask_px = (masks.to(torch.uint8) * 255).numpy()
+            images, _, masks, _ = render_scenes(sc, labels[idx], self.variant, self.size, device=self.render_device)
+            pixels = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            mask_px = (masks.to(torch.uint8) * 255).cpu().numpy()
             for j, i in enumerate(idx.tolist()):
                 name = f"class{int(labels[i])}_img{i:05d}_p{int(sc.n_petals[j])}_r{int(sc.angle[j]) % 360:03d}.png"
                 image_rel, mask_rel = f"{self.split}/{name}", f"{self.split}_MASK/{name}"

@@ -34,6 +34,7 @@ __all__ = [
     "render",
     "render_classes",
     "rotation_sweep",
+    "class_difference",
 ]
 
 VARIANTS = {"single-6c": 6, "double-12c": 12}
@@ -107,6 +108,9 @@ class Scenes:
 
     def index(self, idx: Tensor | slice) -> Scenes:
         return Scenes(**{k: v[idx] for k, v in vars(self).items()})
+
+    def to(self, device: torch.device | str) -> Scenes:
+        return Scenes(**{k: v.to(device) for k, v in vars(self).items()})
 
 
 def sample_scenes(n: int, seed: int) -> Scenes:
@@ -275,28 +279,42 @@ def _albedo(variant: str, labels: Tensor, parts: Tensor, jitter: Tensor) -> Tens
 
 
 def render_scenes(
-    sc: Scenes, labels: Tensor, variant: str, size: int = 112, supersample: int = 2, chunk: int = 8
+    sc: Scenes,
+    labels: Tensor,
+    variant: str,
+    size: int = 112,
+    supersample: int = 2,
+    chunk: int = 8,
+    device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Render scenes with given class labels.
+    """Render scenes with given class labels, on ``device`` (default: where the scenes are, the CPU).
 
     Returns images n×3×size×size in [0, 1], part maps n×size×size (the majority part of each pixel's
     samples, ids of :data:`PARTS`), masks n×size×size (bool: the part map's coloured parts) and coverage
     n×size×size (the fraction of each pixel's samples that show a coloured part; > 0 on anti-aliased borders).
     """
     _check_variant(variant)
-    labels = labels.long()
+    dev = torch.device(device) if device is not None else sc.angle.device
+    labels = labels.long().to(dev)
     k = VARIANTS[variant]
     if ((labels < 0) | (labels >= k)).any():
         raise ValueError(f"labels must be in 0..{k - 1} for {variant}")
-    coloured = torch.zeros(len(sc), len(PARTS), dtype=torch.bool)
-    for i, lab in enumerate(labels.tolist()):
-        coloured[i, list(coloured_parts(variant, lab))] = True
-    outs = [
-        _render_chunk(
-            sc.index(slice(i, i + chunk)), labels[i : i + chunk], coloured[i : i + chunk], variant, size, supersample
-        )
-        for i in range(0, len(sc), chunk)
-    ]
+    sc = sc.to(dev)
+    with torch.device(dev):  # every constant built while rendering lands on the render device
+        coloured = torch.zeros(len(sc), len(PARTS), dtype=torch.bool)
+        for i, lab in enumerate(labels.tolist()):
+            coloured[i, list(coloured_parts(variant, lab))] = True
+        outs = [
+            _render_chunk(
+                sc.index(slice(i, i + chunk)),
+                labels[i : i + chunk],
+                coloured[i : i + chunk],
+                variant,
+                size,
+                supersample,
+            )
+            for i in range(0, len(sc), chunk)
+        ]
     images, parts, coverage = (torch.cat(x) for x in zip(*outs, strict=True))
     masks = coloured.gather(1, parts.flatten(1)).view_as(parts)
     return images, parts, masks, coverage
@@ -357,7 +375,9 @@ def _render_chunk(
     return image.transpose(1, 2).reshape(n, 3, size, size).clamp(0, 1), parts, coverage
 
 
-def render(variant: str, n: int, size: int = 112, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+def render(
+    variant: str, n: int, size: int = 112, seed: int = 0, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """``n`` images of ``variant`` with balanced labels (``i % K``): images n×3×size×size, labels n, masks n×H×W.
 
     Deterministic in ``seed``; touches no cache (``An8Flower`` stores what this returns).
@@ -366,8 +386,8 @@ def render(variant: str, n: int, size: int = 112, seed: int = 0) -> tuple[Tensor
     if n < 1 or size < 16:
         raise ValueError(f"need n >= 1 and size >= 16, got n={n}, size={size}")
     labels = torch.arange(n) % VARIANTS[variant]
-    images, _, masks, _ = render_scenes(sample_scenes(n, seed), labels, variant, size)
-    return images, labels, masks
+    images, _, masks, _ = render_scenes(sample_scenes(n, seed), labels, variant, size, device=device)
+    return images, labels.to(images.device), masks
 
 
 def render_classes(variant: str, seed: int = 0, size: int = 112) -> tuple[Tensor, Tensor, Tensor]:
@@ -390,3 +410,15 @@ def rotation_sweep(
     scene.angle = angles % 360
     images, _, masks, _ = render_scenes(scene, torch.full((len(angles),), label), variant, size)
     return images, masks
+
+
+def class_difference(variant: str, a: int, b: int, seed: int = 0, size: int = 112) -> tuple[Tensor, Tensor, float]:
+    """One scene rendered as class ``a`` and as class ``b``: the difference map ``max_RGB |x_a − x_b|`` (H×W),
+    the pixels showing a coloured sample in either image, and the largest difference outside those pixels
+    (0 when the class lives only in the coloured part)."""
+    _check_variant(variant)
+    scene = sample_scenes(1, seed).index(torch.zeros(2, dtype=torch.long))
+    images, _, _, coverage = render_scenes(scene, torch.tensor([a, b]), variant, size)
+    diff = (images[0] - images[1]).abs().amax(0)
+    touched = (coverage > 0).any(0)
+    return diff, touched, float(diff[~touched].max()) if (~touched).any() else 0.0

@@ -1,0 +1,226 @@
+"""KL-divergence Deep Visual Explanation (Babiker & Goebel, NIPS 2017 Interpretable ML Symposium).
+
+One forward pass gives the logits ``k ∈ R^K`` and the activations ``X`` of the explained layer. Then
+
+* eq. 1 — ``Q``: Student-t joint probabilities of the scores,
+  ``q_ij = (1 + (k_i − k_j)²)⁻¹ / Σ_{u≠v} (1 + (k_u − k_v)²)⁻¹``, ``q_ii = 0``;
+* ``P``: t-SNE input affinities of the ground truth ``g`` (one-hot of the target class): Gaussian conditionals
+  ``p_{j|i} ∝ exp(−β_i (g_i − g_j)²)`` with ``β_i`` bisected to the requested perplexity, symmetrised
+  ``P = (P_cond + P_condᵀ) / 2K``;
+* ``z = ∂KL(P‖Q)/∂k``, the t-SNE gradient ``z_i = 4 Σ_j (p_ij − q_ij)(k_i − k_j)(1 + (k_i − k_j)²)⁻¹``
+  (exactly the derivative of ``Σ p_ij log(p_ij / q_ij)``);
+* eq. 2 — ``α = (z − mean z) / std z``;
+* eq. 3 — the map, by ``reading`` (METHODS.md §1):
+  ``"literal"`` ``E = Σ_i Σ_j x_i |α_j| = (Σ_j |α_j|) · Σ_i x_i``: the channel sum of ``X`` times a scalar — after
+  normalisation the map does not depend on the class (a finding about the paper, shown in notebook 01);
+  ``"gradient"`` the KL loss back-propagated to ``X``, ``Z`` standardised over all its entries, channel weights
+  ``w_i = mean_hw |Z_i|``, ``E = Σ_i w_i x_i``; ``"elementwise"`` ``E = Σ_i x_i ⊙ |Z_i|``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..backprop import GRADIENT, propagate
+from ..maps import normalize, upsample
+from ..models import resolve_layer
+from ..registry import Param, register
+from ..trace import walk
+from .base import forward
+
+__all__ = [
+    "student_t_q",
+    "tsne_p",
+    "kl_gradient",
+    "standardize",
+    "KLIntermediates",
+    "kl_intermediates",
+    "kl_dve",
+    "READINGS",
+    "BISECTION_CAP",
+    "default_pool_layer",
+]
+
+READINGS = ("literal", "gradient", "elementwise")
+#: Bisection steps of the reference t-SNE code (``x2p``); a row still off target then is reported, not retried.
+BISECTION_CAP = 50
+_TOL = 1e-5
+
+
+def student_t_q(k: Tensor) -> Tensor:
+    """Eq. 1: the B×K×K Student-t joint probabilities of the logits ``k`` (B×K), zero diagonal."""
+    num = 1 / (1 + (k[:, :, None] - k[:, None, :]).square())
+    num = num * (1 - torch.eye(k.shape[1], dtype=k.dtype, device=k.device))
+    return num / num.sum((1, 2), keepdim=True)
+
+
+@dataclass
+class PerplexitySearch:
+    """The bisection's outcome per row: precision ``beta``, achieved ``perplexity``, ``converged`` flag."""
+
+    beta: Tensor
+    perplexity: Tensor
+    converged: Tensor
+    iterations: int
+
+
+def _row_entropy(d: Tensor, beta: Tensor, off: Tensor) -> tuple[Tensor, Tensor]:
+    """Conditional distributions ``p_{j|i} ∝ exp(−β_i d_ij)`` (j ≠ i) and their entropies (nats)."""
+    logits = torch.where(off, -beta[..., None] * d, -math.inf)
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    return p, -(p * torch.where(off, logp, 0)).sum(-1)
+
+
+def tsne_p(g: Tensor, perplexity: float, cap: int = BISECTION_CAP) -> tuple[Tensor, PerplexitySearch]:
+    """t-SNE input affinities ``P`` (B×K×K) of the ground-truth vectors ``g`` (B×K), and the search report.
+
+    Every row's ``β_i`` is bisected as in the reference code (start 1, double or halve until bracketed, at most
+    ``cap`` steps) so that ``2^H(P_i) = perplexity``. A row's perplexity can only lie between its value at
+    ``β → ∞`` (the number of nearest neighbours) and at ``β = 0`` (K − 1); outside that range the bisection
+    would only double (or halve) ``β`` until the cap, so such rows are set to that end point at once and
+    reported as not converged — for a one-hot ``g`` this is every row unless ``perplexity`` is in [K − 2, K − 1].
+    """
+    b, k = g.shape
+    d = (g[:, :, None] - g[:, None, :]).square()
+    off = ~torch.eye(k, dtype=torch.bool, device=g.device)
+    target = math.log(perplexity)
+    _, h_flat = _row_entropy(d, torch.zeros(b, k, dtype=g.dtype, device=g.device), off)  # β = 0
+    d_off = torch.where(off, d, math.inf)
+    nearest = (d_off == d_off.amin(-1, keepdim=True)).sum(-1)  # β → ∞: uniform over the nearest
+    too_low, too_high = target < nearest.log() - _TOL, target > h_flat + _TOL
+    beta = torch.ones(b, k, dtype=g.dtype, device=g.device)
+    beta = torch.where(too_low, 2.0**cap, torch.where(too_high, 2.0**-cap, beta))
+    active = ~(too_low | too_high)
+    lo = torch.full_like(beta, -math.inf)
+    hi = torch.full_like(beta, math.inf)
+    steps = 0
+    for steps in range(1, cap + 1):
+        _, h = _row_entropy(d, beta, off)
+        diff = h - target
+        done = diff.abs() < _TOL
+        active = active & ~done
+        if not active.any():
+            break
+        up = active & (diff > 0)  # too flat: raise β
+        down = active & (diff <= 0)
+        lo = torch.where(up, beta, lo)
+        hi = torch.where(down, beta, hi)
+        beta = torch.where(up, torch.where(hi.isinf(), beta * 2, (beta + hi) / 2), beta)
+        beta = torch.where(down, torch.where(lo.isinf(), beta / 2, (beta + lo) / 2), beta)
+    p_cond, h = _row_entropy(d, beta, off)
+    converged = (h - target).abs() < _TOL
+    p = (p_cond + p_cond.transpose(1, 2)) / (2 * k)
+    return p, PerplexitySearch(beta, h.exp(), converged, steps)
+
+
+def kl_gradient(p: Tensor, k: Tensor) -> Tensor:
+    """``z = ∂KL(P‖Q)/∂k`` in closed form: ``4 Σ_j (p_ij − q_ij)(k_i − k_j)(1 + (k_i − k_j)²)⁻¹``."""
+    diff = k[:, :, None] - k[:, None, :]
+    q = student_t_q(k)
+    return 4 * ((p - q) * diff / (1 + diff.square())).sum(-1)
+
+
+def standardize(z: Tensor) -> Tensor:
+    """Eq. 2: zero mean and unit (population) standard deviation over all but the batch dimension."""
+    flat = z.flatten(1)
+    std = flat.std(1, unbiased=False, keepdim=True)
+    out = (flat - flat.mean(1, keepdim=True)) / torch.where(std > 0, std, 1)
+    return out.view_as(z)
+
+
+@dataclass
+class KLIntermediates:
+    """Everything Algorithm 1 computes for a batch, for plots: logits, ``g``, ``P``, ``Q``, ``z``, ``α``."""
+
+    logits: Tensor
+    targets: Tensor
+    g: Tensor
+    P: Tensor
+    Q: Tensor
+    z: Tensor
+    alpha: Tensor
+    search: PerplexitySearch
+
+
+def _perplexity(perplexity: float | None, k: int) -> float:
+    if perplexity is None:  # t-SNE's 30 needs more than 30 classes; an8Flower has 6 or 12
+        return 30.0 if k > 60 else k / 2
+    if not 0 < perplexity < k:
+        raise ValueError(f"perplexity must be in (0, K) = (0, {k}) for a model with {k} classes, got {perplexity}")
+    return float(perplexity)
+
+
+def kl_intermediates(logits: Tensor, targets: Tensor, perplexity: float | None = None) -> KLIntermediates:
+    """Eqs. 1–2 for a batch of logits and explained classes (one-hot ground truth)."""
+    k = logits.shape[1]
+    g = torch.zeros_like(logits).scatter_(1, targets[:, None], 1.0)
+    p, search = tsne_p(g, _perplexity(perplexity, k))
+    z = kl_gradient(p, logits)
+    return KLIntermediates(logits, targets, g, p, student_t_q(logits), z, standardize(z), search)
+
+
+def default_pool_layer(model: nn.Module) -> str:
+    """The last pooling layer before the classifier (``pool5`` of VGG and AlexNet)."""
+    name = None
+    for step in walk(model):
+        if step.kind in ("linear", "flatten"):
+            break
+        if step.kind in ("maxpool", "avgpool"):
+            name = step.name
+    if name is None:
+        raise ValueError("model has no pooling layer before its classifier; pass layer=")
+    return name
+
+
+@register(
+    "kl_dve",
+    params=[
+        Param("layer", None, "explained layer (None: the last pooling layer, pool5)", kind="layer"),
+        Param("perplexity", None, "t-SNE perplexity of P (None: 30, or K/2 for K ≤ 60 classes)", range=(0.5, 999)),
+        Param(
+            "reading",
+            "literal",
+            "eq. 3 as printed ('literal'), or class-specific 'gradient'/'elementwise'",
+            "choice",
+            READINGS,
+        ),
+    ],
+    paper="Babiker & Goebel 2017 (KL-divergence DVE)",
+    class_specific=True,
+)
+def kl_dve(
+    model: nn.Module,
+    images: Tensor,
+    target: Any = None,
+    *,
+    layer: str | int | None = None,
+    perplexity: float | None = None,
+    reading: str = "literal",
+) -> Tensor:
+    """KL-divergence DVE: eq. 3 over the layer's maps with α from the KL(P‖Q) gradient (eqs. 1–2)."""
+    index = resolve_layer(model, default_pool_layer(model) if layer is None else layer)
+    trace, targets = forward(model, images, target, keep_from=index + 1)
+    x = trace.output(index)
+    if x.ndim != 4:
+        raise ValueError(f"KL-DVE needs a convolutional layer; {trace.steps[index].name} gives {tuple(x.shape)}")
+    kl = kl_intermediates(trace.logits, targets, perplexity)
+    if not kl.search.converged.all():
+        warnings.warn(
+            f"t-SNE perplexity {_perplexity(perplexity, trace.logits.shape[1])} is unreachable for "
+            f"{int((~kl.search.converged).sum())} of {kl.search.converged.numel()} rows of P (one-hot ground "
+            f"truth); their β stopped at the bisection's end point after at most {BISECTION_CAP} steps",
+            stacklevel=4,
+        )
+    if reading == "literal":
+        emap = kl.alpha.abs().sum(1)[:, None, None] * x.sum(1)
+    else:
+        z = standardize(propagate(trace, kl.z, GRADIENT, stop=index + 1))
+        emap = (z.abs().mean((2, 3))[:, :, None, None] * x).sum(1) if reading == "gradient" else (x * z.abs()).sum(1)
+    return normalize(upsample(emap, images.shape[-2:]))
