@@ -27,6 +27,11 @@ __all__ = [
     "maps",
     "methods",
     "data",
+    "evaluate",
+    "images",
+    "train",
+    "viz",
+    "widgets",
     "__version__",
 ]
 

@@ -101,7 +101,8 @@ def tsne_p(g: Tensor, perplexity: float, cap: int = BISECTION_CAP) -> tuple[Tens
     lo = torch.full_like(beta, -math.inf)
     hi = torch.full_like(beta, math.inf)
     steps = 0
-    for steps in range(1, cap + 1):
+    while steps < cap:
+        steps += 1
         _, h = _row_entropy(d, beta, off)
         diff = h - target
         done = diff.abs() < _TOL
