@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .maps import normalize
 
-__all__ = ["THRESHOLDS", "iou_curve", "mean_iou", "per_image_iou", "evaluate", "summary"]
+__all__ = ["THRESHOLDS", "iou_curve", "mean_iou", "per_image_iou", "evaluate", "summary", "salient_area"]
 
 #: Default threshold grid: 0.05 … 0.95 in steps of 0.05 (our choice; the paper's grid is unknown).
 THRESHOLDS = torch.arange(1, 20, dtype=torch.float64) / 20
@@ -71,6 +71,12 @@ def iou_curve(heatmaps: Tensor, masks: Tensor, thresholds: Tensor | None = None)
 def mean_iou(heatmaps: Tensor, masks: Tensor, thresholds: Tensor | None = None) -> float:
     """Mean over thresholds of the mean IoU over images, ×100 (the an8Flower table's number)."""
     return float(iou_curve(heatmaps, masks, thresholds).mean() * 100)
+
+
+def salient_area(heatmaps: Tensor, threshold: float = 0.5) -> Tensor:
+    """Fraction of each image's pixels whose normalised heat is at least ``threshold`` (B): how much of the
+    image an explanation calls salient — the quantity behind "the better network attends to a smaller area"."""
+    return (normalize(heatmaps) >= threshold).flatten(1).float().mean(1)
 
 
 def evaluate(

@@ -79,3 +79,10 @@ def test_evaluate_loop_equals_per_batch_scores_and_explain() -> None:
     expected = evaluate.per_image_iou(dh.explain("gradcam", model, images, labels), masks)
     torch.testing.assert_close(res["gradcam"], expected)
     assert evaluate.summary(res)["gradcam"] == pytest.approx(float(expected.mean() * 100))
+
+
+def test_salient_area_counts_the_normalised_hot_pixels() -> None:
+    heat = torch.zeros(2, 10, 10)
+    heat[0, :2] = 1.0  # 20 % of the image at full heat
+    heat[1] = torch.linspace(0, 1, 100).view(10, 10)  # half of the pixels at ≥ 0.5
+    torch.testing.assert_close(evaluate.salient_area(heat), torch.tensor([0.2, 0.5]))

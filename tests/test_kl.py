@@ -142,3 +142,11 @@ def test_bad_parameters_are_named() -> None:
         dh.explain("kl_dve", model, x, layer="pool9")
     with pytest.raises(ValueError, match="needs a convolutional layer"):
         dh.explain("kl_dve", model, x, layer="fc7")
+
+
+def test_row_perplexity_spans_what_a_one_hot_row_allows() -> None:
+    g = torch.zeros(10, dtype=torch.float64)
+    g[3] = 1
+    perp = kl.row_perplexity(g, 0, torch.tensor([0.0, 1.0, 1e3]))
+    assert perp[0] == pytest.approx(9) and perp[2] == pytest.approx(8) and 8 < perp[1] < 9
+    assert kl.row_perplexity(g, 3, torch.tensor([0.0, 5.0])).tolist() == pytest.approx([9, 9])

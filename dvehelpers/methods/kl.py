@@ -45,6 +45,8 @@ __all__ = [
     "READINGS",
     "BISECTION_CAP",
     "default_pool_layer",
+    "row_perplexity",
+    "PerplexitySearch",
 ]
 
 READINGS = ("literal", "gradient", "elementwise")
@@ -119,6 +121,15 @@ def tsne_p(g: Tensor, perplexity: float, cap: int = BISECTION_CAP) -> tuple[Tens
     converged = (h - target).abs() < _TOL
     p = (p_cond + p_cond.transpose(1, 2)) / (2 * k)
     return p, PerplexitySearch(beta, h.exp(), converged, steps)
+
+
+def row_perplexity(g: Tensor, row: int, betas: Tensor) -> Tensor:
+    """Perplexity ``2^H`` of the conditional ``p_{j|row}`` of one ground-truth vector ``g`` (K) at each β."""
+    d = (g[row] - g).square().expand(len(betas), -1)
+    off = torch.ones_like(d, dtype=torch.bool)
+    off[:, row] = False
+    _, h = _row_entropy(d, betas.to(g.dtype), off)
+    return h.exp()
 
 
 def kl_gradient(p: Tensor, k: Tensor) -> Tensor:
