@@ -37,7 +37,8 @@ models: $(STAMP)
 		$(BIN)/python -m dvehelpers train --variant $$v --arch $$a || exit 1; done; done
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_baselines.py --write
+	$(BIN)/python benchmarks/bench_methods.py --write
+	$(BIN)/python benchmarks/bench_data.py --write
 
 lint: $(STAMP)
 	$(BIN)/ruff check dvehelpers tests benchmarks

@@ -18,9 +18,9 @@ import dvehelpers as dh
 from dvehelpers.data.render import render_scenes, sample_scenes
 
 try:  # run as a script from the repository root
-    from bench_baselines import machine, write_section
+    from bench_methods import machine, write_section
 except ImportError:  # pragma: no cover
-    from benchmarks.bench_baselines import machine, write_section
+    from benchmarks.bench_methods import machine, write_section
 
 SECTION = "## an8Flower-synth renderer and training"
 

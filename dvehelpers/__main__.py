@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    script = ROOT / "benchmarks" / "bench_baselines.py"
+    script = ROOT / "benchmarks" / "bench_methods.py"
     if not script.exists():
         print(f"benchmark script not found at {script} (it lives in the repository, not the package)")
         return 2
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default=None, help="output folder (default data/models)")
     train.set_defaults(fn=cmd_train)
-    bench = sub.add_parser("bench", help="run benchmarks/bench_baselines.py (arguments are passed on)")
+    bench = sub.add_parser("bench", help="run benchmarks/bench_methods.py (arguments are passed on)")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(fn=cmd_bench)
     args = ap.parse_args(argv)
