@@ -147,14 +147,18 @@ def _has_multi_conv_block(kinds: list[str | None]) -> bool:
     return False
 
 
-def _forward(step: Step, x: Tensor) -> tuple[Tensor, Any]:
+def _forward(step: Step, x: Tensor, kept: bool) -> tuple[Tensor, Any]:
+    """One step. ``kept``: its input is recorded (a backward pass may cross it), so never overwrite it and
+    keep max-pooling switches; otherwise run as cheaply as the model itself (in-place ReLU, no switches)."""
     m, kind = step.module, step.kind
     if kind == "relu":
-        return torch.relu(x), None  # never in place: x is a recorded input
+        return (torch.relu(x) if kept else torch.relu_(x)), None
     if kind in ("dropout", "identity"):
         return x, None
     if kind == "maxpool":
         assert isinstance(m, nn.MaxPool2d)
+        if not kept:
+            return F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode), None
         return F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)
     if kind == "batchnorm":
         assert isinstance(m, nn.BatchNorm2d)
@@ -178,7 +182,8 @@ def record(model: nn.Module, images: Tensor, upto: int | None = None, keep_from:
     with torch.no_grad():
         for i, step in enumerate(steps[: last + 1]):
             try:
-                x, extra = _forward(step, x)
+                # the caller's images are never written to, whatever is kept
+                x, extra = _forward(step, x, kept=i >= keep_from or x is images)
             except RuntimeError as err:
                 raise ValueError(
                     f"forward pass failed at layer {step.name} ({step.path}: {step.module}) on an input of "

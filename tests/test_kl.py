@@ -61,6 +61,12 @@ def test_one_hot_target_with_1000_classes_stops_at_the_cap_and_says_so() -> None
     assert (search.beta == 2.0**kl.BISECTION_CAP).all()  # where the capped doubling ends
     assert (search.perplexity >= 998 - 1e-6).all()  # what a one-hot vector allows
     assert torch.isfinite(p).all()
+    # at β = 2⁵⁰ the rows must still be exact distributions, in float64 and float32 alike
+    for dtype in (torch.float64, torch.float32):
+        p, _ = kl.tsne_p(g.to(dtype), 30.0)
+        torch.testing.assert_close(p.sum((1, 2)), torch.ones(1, dtype=dtype))
+        row = p[0, 0] * 2000  # (p_{j|0} + p_{0|j}) for j ≠ 0, 7: 2 / 998
+        torch.testing.assert_close(row[1], torch.tensor(2 / 998, dtype=dtype))
     model = small("vgg", num_classes=1000, dtype=torch.float32)
     with pytest.warns(UserWarning, match="perplexity 30.0 is unreachable for 1000 of 1000 rows"):
         dh.explain("kl_dve", model, seeded_images(0, b=1, dtype=torch.float32), perplexity=30.0)

@@ -55,11 +55,20 @@ BISECTION_CAP = 50
 _TOL = 1e-5
 
 
+def _student_t(k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Differences ``k_i − k_j``, the kernel ``(1 + (k_i − k_j)²)⁻¹`` with a zero diagonal, and ``Q`` (eq. 1)."""
+    diff = k[:, :, None] - k[:, None, :]
+    if k.requires_grad and torch.is_grad_enabled():  # differentiable (tests, users): no in-place steps
+        kernel = (1 + diff.square()).reciprocal() * (1 - torch.eye(k.shape[1], dtype=k.dtype, device=k.device))
+    else:
+        kernel = diff.square().add_(1).reciprocal_()
+        kernel.diagonal(dim1=1, dim2=2).zero_()
+    return diff, kernel, kernel / kernel.sum((1, 2), keepdim=True)
+
+
 def student_t_q(k: Tensor) -> Tensor:
     """Eq. 1: the B×K×K Student-t joint probabilities of the logits ``k`` (B×K), zero diagonal."""
-    num = 1 / (1 + (k[:, :, None] - k[:, None, :]).square())
-    num = num * (1 - torch.eye(k.shape[1], dtype=k.dtype, device=k.device))
-    return num / num.sum((1, 2), keepdim=True)
+    return _student_t(k)[2]
 
 
 @dataclass
@@ -72,12 +81,28 @@ class PerplexitySearch:
     iterations: int
 
 
-def _row_entropy(d: Tensor, beta: Tensor, off: Tensor) -> tuple[Tensor, Tensor]:
-    """Conditional distributions ``p_{j|i} ∝ exp(−β_i d_ij)`` (j ≠ i) and their entropies (nats)."""
-    logits = torch.where(off, -beta[..., None] * d, -math.inf)
-    logp = logits.log_softmax(-1)
-    p = logp.exp()
-    return p, -(p * torch.where(off, logp, 0)).sum(-1)
+def _row_entropy(x: Tensor, beta: Tensor, skip_self: bool = True) -> tuple[Tensor, Tensor]:
+    """Conditionals ``p_{j|i} ∝ exp(−β_i x_ij)`` over j ≠ i (``skip_self``) and their entropies (nats).
+
+    ``x`` is the distance minus its row minimum (so ≥ 0 and 0 at the nearest points): the log-normaliser then
+    lies in [0, log K] and ``H_i = log Z_i + β_i Σ_j p_{j|i} x_ij`` has no cancellation, even at β = 2⁵⁰.
+    """
+    logits = x * -beta[..., None]
+    if skip_self:
+        logits.diagonal(dim1=-2, dim2=-1).fill_(-math.inf)
+    log_z = logits.logsumexp(-1, keepdim=True)
+    p = logits.sub_(log_z).exp_()
+    return p, log_z[..., 0] + beta * (p * x).sum(-1)
+
+
+def _shifted(d: Tensor) -> tuple[Tensor, Tensor]:
+    """``d`` minus its off-diagonal row minimum (diagonal set to 0), and the number of nearest points per row."""
+    x = d.clone()
+    x.diagonal(dim1=1, dim2=2).fill_(math.inf)
+    x.sub_(x.amin(-1, keepdim=True))
+    nearest = (x == 0).sum(-1)
+    x.diagonal(dim1=1, dim2=2).zero_()
+    return x, nearest
 
 
 def tsne_p(g: Tensor, perplexity: float, cap: int = BISECTION_CAP) -> tuple[Tensor, PerplexitySearch]:
@@ -90,34 +115,29 @@ def tsne_p(g: Tensor, perplexity: float, cap: int = BISECTION_CAP) -> tuple[Tens
     reported as not converged — for a one-hot ``g`` this is every row unless ``perplexity`` is in [K − 2, K − 1].
     """
     b, k = g.shape
-    d = (g[:, :, None] - g[:, None, :]).square()
-    off = ~torch.eye(k, dtype=torch.bool, device=g.device)
+    x, nearest = _shifted((g[:, :, None] - g[:, None, :]).square_())  # nearest: the β → ∞ perplexity
     target = math.log(perplexity)
-    _, h_flat = _row_entropy(d, torch.zeros(b, k, dtype=g.dtype, device=g.device), off)  # β = 0
-    d_off = torch.where(off, d, math.inf)
-    nearest = (d_off == d_off.amin(-1, keepdim=True)).sum(-1)  # β → ∞: uniform over the nearest
-    too_low, too_high = target < nearest.log() - _TOL, target > h_flat + _TOL
+    h_flat = math.log(k - 1)  # β = 0: uniform over the K − 1 others, whatever the distances
+    too_low = target < nearest.log() - _TOL
+    too_high = torch.full_like(too_low, target > h_flat + _TOL)
     beta = torch.ones(b, k, dtype=g.dtype, device=g.device)
     beta = torch.where(too_low, 2.0**cap, torch.where(too_high, 2.0**-cap, beta))
     active = ~(too_low | too_high)
     lo = torch.full_like(beta, -math.inf)
     hi = torch.full_like(beta, math.inf)
     steps = 0
-    while steps < cap:
+    while steps < cap and active.any():
         steps += 1
-        _, h = _row_entropy(d, beta, off)
+        _, h = _row_entropy(x, beta)
         diff = h - target
-        done = diff.abs() < _TOL
-        active = active & ~done
-        if not active.any():
-            break
+        active = active & (diff.abs() >= _TOL)
         up = active & (diff > 0)  # too flat: raise β
         down = active & (diff <= 0)
         lo = torch.where(up, beta, lo)
         hi = torch.where(down, beta, hi)
         beta = torch.where(up, torch.where(hi.isinf(), beta * 2, (beta + hi) / 2), beta)
         beta = torch.where(down, torch.where(lo.isinf(), beta / 2, (beta + lo) / 2), beta)
-    p_cond, h = _row_entropy(d, beta, off)
+    p_cond, h = _row_entropy(x, beta)
     converged = (h - target).abs() < _TOL
     p = (p_cond + p_cond.transpose(1, 2)) / (2 * k)
     return p, PerplexitySearch(beta, h.exp(), converged, steps)
@@ -125,18 +145,18 @@ def tsne_p(g: Tensor, perplexity: float, cap: int = BISECTION_CAP) -> tuple[Tens
 
 def row_perplexity(g: Tensor, row: int, betas: Tensor) -> Tensor:
     """Perplexity ``2^H`` of the conditional ``p_{j|row}`` of one ground-truth vector ``g`` (K) at each β."""
-    d = (g[row] - g).square().expand(len(betas), -1)
-    off = torch.ones_like(d, dtype=torch.bool)
-    off[:, row] = False
-    _, h = _row_entropy(d, betas.to(g.dtype), off)
+    d = torch.cat([g[:row], g[row + 1 :]]).sub(g[row]).square()
+    _, h = _row_entropy((d - d.min()).expand(len(betas), -1), betas.to(g.dtype), skip_self=False)
     return h.exp()
 
 
 def kl_gradient(p: Tensor, k: Tensor) -> Tensor:
     """``z = ∂KL(P‖Q)/∂k`` in closed form: ``4 Σ_j (p_ij − q_ij)(k_i − k_j)(1 + (k_i − k_j)²)⁻¹``."""
-    diff = k[:, :, None] - k[:, None, :]
-    q = student_t_q(k)
-    return 4 * ((p - q) * diff / (1 + diff.square())).sum(-1)
+    return _kl_gradient(p, *_student_t(k))
+
+
+def _kl_gradient(p: Tensor, diff: Tensor, kernel: Tensor, q: Tensor) -> Tensor:
+    return 4 * (p - q).mul_(diff).mul_(kernel).sum(-1)
 
 
 def standardize(z: Tensor) -> Tensor:
@@ -174,8 +194,9 @@ def kl_intermediates(logits: Tensor, targets: Tensor, perplexity: float | None =
     k = logits.shape[1]
     g = torch.zeros_like(logits).scatter_(1, targets[:, None], 1.0)
     p, search = tsne_p(g, _perplexity(perplexity, k))
-    z = kl_gradient(p, logits)
-    return KLIntermediates(logits, targets, g, p, student_t_q(logits), z, standardize(z), search)
+    diff, kernel, q = _student_t(logits)
+    z = _kl_gradient(p, diff, kernel, q)
+    return KLIntermediates(logits, targets, g, p, q, z, standardize(z), search)
 
 
 def default_pool_layer(model: nn.Module) -> str:
