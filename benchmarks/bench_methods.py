@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import warnings
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 

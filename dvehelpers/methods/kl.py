@@ -109,9 +109,9 @@ def tsne_p(g: Tensor, perplexity: float, cap: int = BISECTION_CAP) -> tuple[Tens
     """t-SNE input affinities ``P`` (B×K×K) of the ground-truth vectors ``g`` (B×K), and the search report.
 
     Every row's ``β_i`` is bisected as in the reference code (start 1, double or halve until bracketed, at most
-    ``cap`` steps) so that ``2^H(P_i) = perplexity``. A row's perplexity can only lie between its value at
-    ``β → ∞`` (the number of nearest neighbours) and at ``β = 0`` (K − 1); outside that range the bisection
-    would only double (or halve) ``β`` until the cap, so such rows are set to that end point at once and
+    ``cap`` steps) so that ``exp H(P_i) = perplexity`` (H in nats; 2^H in bits). A row's perplexity can only
+    lie between its value at ``β → ∞`` (the number of nearest neighbours) and at ``β = 0`` (K − 1); outside
+    that range the bisection would only double (or halve) ``β`` until the cap, so such rows are set to that end point at once and
     reported as not converged — for a one-hot ``g`` this is every row unless ``perplexity`` is in [K − 2, K − 1].
     """
     b, k = g.shape
@@ -144,7 +144,7 @@ def tsne_p(g: Tensor, perplexity: float, cap: int = BISECTION_CAP) -> tuple[Tens
 
 
 def row_perplexity(g: Tensor, row: int, betas: Tensor) -> Tensor:
-    """Perplexity ``2^H`` of the conditional ``p_{j|row}`` of one ground-truth vector ``g`` (K) at each β."""
+    """Perplexity ``exp H`` of the conditional ``p_{j|row}`` of one ground-truth vector ``g`` (K) at each β."""
     d = torch.cat([g[:row], g[row + 1 :]]).sub(g[row]).square()
     _, h = _row_entropy((d - d.min()).expand(len(betas), -1), betas.to(g.dtype), skip_self=False)
     return h.exp()
