@@ -108,11 +108,12 @@ def _shifted(d: Tensor) -> tuple[Tensor, Tensor]:
 def tsne_p(g: Tensor, perplexity: float, cap: int = BISECTION_CAP) -> tuple[Tensor, PerplexitySearch]:
     """t-SNE input affinities ``P`` (B×K×K) of the ground-truth vectors ``g`` (B×K), and the search report.
 
-    Every row's ``β_i`` is bisected as in the reference code (start 1, double or halve until bracketed, at most
-    ``cap`` steps) so that ``exp H(P_i) = perplexity`` (H in nats; 2^H in bits). A row's perplexity can only
-    lie between its value at ``β → ∞`` (the number of nearest neighbours) and at ``β = 0`` (K − 1); outside
-    that range the bisection would only double (or halve) ``β`` until the cap, so such rows are set to that end point at once and
-    reported as not converged — for a one-hot ``g`` this is every row unless ``perplexity`` is in [K − 2, K − 1].
+    Every row's ``β_i`` is bisected as in the reference code (start 1, double or halve until bracketed,
+    at most ``cap`` steps) so that ``exp H(P_i) = perplexity`` (H in nats; 2^H in bits). A row's
+    perplexity can only lie between its value at ``β → ∞`` (the number of nearest neighbours) and at
+    ``β = 0`` (K − 1); outside that range the bisection would only double (or halve) ``β`` until the cap,
+    so such rows are set to that end point at once and reported as not converged — for a one-hot ``g``
+    this is every row unless ``perplexity`` is in [K − 2, K − 1].
     """
     b, k = g.shape
     x, nearest = _shifted((g[:, :, None] - g[:, None, :]).square_())  # nearest: the β → ∞ perplexity
