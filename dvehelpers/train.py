@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import models
-from .data import An8Flower
+from .data import VARIANTS, An8Flower
 
 __all__ = ["train", "predict", "accuracy", "model_name", "train_and_save"]
 
@@ -71,7 +71,7 @@ def train(
     (x, y), (xv, yv) = (data["train"][:2], data["val"][:2])
     x, y, xv, yv = x.to(dev), y.to(dev), xv.to(dev), yv.to(dev)
     torch.manual_seed(seed)
-    model = models.build(arch, _num_classes(variant)).to(dev)
+    model = models.build(arch, VARIANTS[variant]).to(dev)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     # cosine decay over max_epochs: large steps early, settled weights late (no BN in these nets)
@@ -120,12 +120,6 @@ def train(
         "device": str(dev),
     }
     return model, meta
-
-
-def _num_classes(variant: str) -> int:
-    from .data import VARIANTS
-
-    return VARIANTS[variant]
 
 
 def train_and_save(variant: str, arch: str, seed: int = 0, out: Path | None = None, **kwargs: Any) -> Path:

@@ -301,9 +301,10 @@ def render_scenes(
         raise ValueError(f"labels must be in 0..{k - 1} for {variant}")
     sc = sc.to(dev)
     with torch.device(dev):  # every constant built while rendering lands on the render device
-        coloured = torch.zeros(len(sc), len(PARTS), dtype=torch.bool)
-        for i, lab in enumerate(labels.tolist()):
-            coloured[i, list(coloured_parts(variant, lab))] = True
+        table = torch.zeros(k, len(PARTS), dtype=torch.bool)  # class -> its coloured parts
+        for lab in range(k):
+            table[lab, list(coloured_parts(variant, lab))] = True
+        coloured = table[labels]
         outs = [
             _render_chunk(
                 sc.index(slice(i, i + chunk)),

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..maps import normalize, upsample
 from ..registry import Param, register
-from .base import LAYER, forward, layer_index
+from .base import LAYER, conv_maps, forward, layer_index
 
 __all__ = ["activation"]
 
@@ -29,11 +29,7 @@ def activation(
     """Upsampled activation Σ_{k ∈ channels} A^k of a conv layer; ``target`` is ignored (not class-specific)."""
     index = layer_index(model, layer)
     trace, _ = forward(model, images, target, keep_from=index + 1)
-    acts = trace.output(index)
-    if acts.ndim != 4:
-        raise ValueError(
-            f"activation maps need a convolutional layer; {trace.steps[index].name} gives shape {tuple(acts.shape)}"
-        )
+    acts = conv_maps(trace, index, "activation maps")
     if channels is not None:
         n = acts.shape[1]
         bad = [c for c in channels if not -n <= c < n]

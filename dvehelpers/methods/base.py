@@ -18,6 +18,7 @@ __all__ = [
     "input_signal",
     "layer_signal",
     "layer_index",
+    "conv_maps",
     "input_space_output",
     "LAYER",
     "REDUCTION",
@@ -42,6 +43,17 @@ def forward(model: nn.Module, images: Any, target: Any, keep_from: int = 0) -> t
 
 def layer_index(model: nn.Module, layer: str | int | None) -> int:
     return resolve_layer(model, default_cam_layer(model) if layer is None else layer)
+
+
+def conv_maps(trace: Trace, index: int, method: str) -> Tensor:
+    """The output of step ``index`` when it is a stack of B×C×h×w maps, else a clear error naming ``method``."""
+    acts = trace.output(index)
+    if acts.ndim != 4:
+        raise ValueError(
+            f"{method} needs a convolutional layer (B×C×h×w maps); {trace.steps[index].name} gives shape "
+            f"{tuple(acts.shape)}"
+        )
+    return acts
 
 
 def input_signal(trace: Trace, targets: Tensor, rules: RuleSet) -> Tensor:

@@ -19,6 +19,7 @@ from .base import (
     LAYER,
     OUTPUT,
     REDUCTION,
+    conv_maps,
     forward,
     input_signal,
     input_space_output,
@@ -49,11 +50,7 @@ def cam_weights(activations: Tensor, grads: Tensor, plus: bool) -> Tensor:
 
 def low_res_cam(trace: Trace, targets: Tensor, index: int, plus: bool = False) -> Tensor:
     """``relu(Σ_k w_k A^k)`` at the layer's resolution (Selvaraju et al. eq. 2), B×h×w, not normalised."""
-    acts = trace.output(index)
-    if acts.ndim != 4:
-        raise ValueError(
-            f"CAM needs a convolutional layer (B×C×h×w maps); {trace.steps[index].name} gives shape {tuple(acts.shape)}"
-        )
+    acts = conv_maps(trace, index, "CAM")
     weights = cam_weights(acts, layer_signal(trace, targets, index), plus)
     return torch.einsum("bc,bchw->bhw", weights, acts).clamp(min=0)
 

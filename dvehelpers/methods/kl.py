@@ -32,7 +32,7 @@ from ..maps import normalize, upsample
 from ..models import resolve_layer
 from ..registry import Param, register
 from ..trace import walk
-from .base import forward
+from .base import conv_maps, forward
 
 __all__ = [
     "student_t_q",
@@ -241,9 +241,7 @@ def kl_dve(
     """KL-divergence DVE: eq. 3 over the layer's maps with α from the KL(P‖Q) gradient (eqs. 1–2)."""
     index = resolve_layer(model, default_pool_layer(model) if layer is None else layer)
     trace, targets = forward(model, images, target, keep_from=index + 1)
-    x = trace.output(index)
-    if x.ndim != 4:
-        raise ValueError(f"KL-DVE needs a convolutional layer; {trace.steps[index].name} gives {tuple(x.shape)}")
+    x = conv_maps(trace, index, "KL-DVE")
     kl = kl_intermediates(trace.logits, targets, perplexity)
     if not kl.search.converged.all():
         warnings.warn(
