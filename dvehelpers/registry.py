@@ -29,8 +29,9 @@ class Param:
 
     ``kind`` is ``"float"``, ``"int"``, ``"bool"``, ``"choice"`` (one of ``choices``), ``"layer"`` (a layer
     name of the model, ``None`` = the method's default) or ``"channels"`` (``None`` or a list of ints).
-    ``range`` bounds numbers, inclusive. A parameter whose default is ``None`` also accepts ``None`` (the
-    method then chooses, as its doc line says).
+    ``range`` bounds numbers, inclusive; ``log=True`` says the range spans orders of magnitude (a control
+    then moves on a log scale). A parameter whose default is ``None`` also accepts ``None`` (the method then
+    chooses, as its doc line says).
     """
 
     name: str
@@ -39,10 +40,13 @@ class Param:
     kind: str = "float"
     choices: tuple[Any, ...] | None = None
     range: tuple[float, float] | None = None
+    log: bool = False
 
     def __post_init__(self) -> None:
         if self.kind == "choice" and not self.choices:
             raise ValueError(f"parameter {self.name!r}: a choice parameter needs choices")
+        if self.log and (self.kind != "float" or self.range is None or self.range[0] <= 0):
+            raise ValueError(f"parameter {self.name!r}: a log scale needs a float with a positive range")
 
     def validate(self, value: Any) -> Any:
         """``value`` checked against the spec (layer names are checked by the method, on the model)."""
