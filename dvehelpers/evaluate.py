@@ -19,7 +19,21 @@ from torch import Tensor
 
 from .maps import normalize
 
-__all__ = ["THRESHOLDS", "iou_curve", "mean_iou", "per_image_iou", "evaluate", "summary", "salient_area"]
+__all__ = [
+    "THRESHOLDS",
+    "REFERENCES",
+    "iou_curve",
+    "mean_iou",
+    "per_image_iou",
+    "evaluate",
+    "summary",
+    "salient_area",
+    "salient_parts",
+    "reference_maps",
+    "correlation",
+    "class_sensitivity",
+    "confusions",
+]
 
 #: Default threshold grid: 0.05 … 0.95 in steps of 0.05 (our choice; the paper's grid is unknown).
 THRESHOLDS = torch.arange(1, 20, dtype=torch.float64) / 20
@@ -77,6 +91,119 @@ def salient_area(heatmaps: Tensor, threshold: float = 0.5) -> Tensor:
     """Fraction of each image's pixels whose normalised heat is at least ``threshold`` (B): how much of the
     image an explanation calls salient — the quantity behind "the better network attends to a smaller area"."""
     return (normalize(heatmaps) >= threshold).flatten(1).float().mean(1)
+
+
+def salient_parts(heatmaps: Tensor, parts: Tensor, n_parts: int, threshold: float = 0.5) -> Tensor:
+    """Where the salient region lands: for each image, the fraction of its salient pixels (normalised heat
+    ≥ ``threshold``) that show each part id ``0..n_parts−1`` of the B×H×W part map ``parts`` (B×n_parts;
+    a row sums to 1, or to 0 when nothing is salient). With :data:`dvehelpers.data.PARTS` it answers
+    "on the petals, the stem or the background?"."""
+    if parts.shape != heatmaps.shape:
+        raise ValueError(f"parts must be shaped like the heatmaps {tuple(heatmaps.shape)}, got {tuple(parts.shape)}")
+    hot = (normalize(heatmaps) >= threshold).flatten(1).to(heatmaps.dtype)
+    counts = torch.zeros(hot.shape[0], n_parts, dtype=hot.dtype, device=hot.device)
+    counts.scatter_add_(1, parts.flatten(1).long().to(hot.device), hot)
+    return counts / hot.sum(1, keepdim=True).clamp_min(1)
+
+
+#: Reference maps that make a score readable (:func:`reference_maps`).
+REFERENCES = {
+    "constant": "one value everywhere: normalises to zeros, so no pixel reaches any τ > 0 (the floor, 0)",
+    "centre": "a centred Gaussian, σ = a quarter of the side: where objects usually are, with no image seen",
+    "random": "uniform noise, seeded",
+    "mask_lowres": "the mask averaged onto an h×w grid and upsampled bilinearly: a perfect map at a layer of "
+    "that resolution",
+    "mask": "the ground-truth mask itself (the ceiling, 100)",
+}
+
+
+def reference_maps(kind: str, masks: Tensor, grid: tuple[int, int] | None = None, seed: int = 0) -> Tensor:
+    """B×H×W reference heatmaps for the masks' images, one of :data:`REFERENCES`.
+
+    ``grid`` (h, w) is required for ``"mask_lowres"``: the resolution of the explained layer (7×7 for the
+    small VGG's ``relu5_2`` at 112²). Area averaging then bilinear upsampling is what a CAM at that layer
+    does to a perfect low-resolution map.
+    """
+    if kind not in REFERENCES:
+        raise ValueError(f"unknown reference {kind!r}; valid: {', '.join(REFERENCES)}")
+    b, h, w = masks.shape
+    dev, dtype = masks.device, torch.float32
+    if kind == "constant":
+        return torch.full((b, h, w), 0.5, dtype=dtype, device=dev)
+    if kind == "mask":
+        return masks.to(dtype)
+    if kind == "random":
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(b, h, w, generator=g, dtype=dtype).to(dev)
+    if kind == "centre":
+        ys = (torch.arange(h, dtype=dtype, device=dev) + 0.5) / h - 0.5
+        xs = (torch.arange(w, dtype=dtype, device=dev) + 0.5) / w - 0.5
+        bump = torch.exp(-(ys[:, None].square() + xs[None, :].square()) / (2 * 0.25**2))
+        return bump.expand(b, h, w).clone()
+    if grid is None:
+        raise ValueError("reference 'mask_lowres' needs grid=(h, w), the explained layer's resolution")
+    low = torch.nn.functional.adaptive_avg_pool2d(masks[:, None].to(dtype), grid)
+    return torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+
+
+def correlation(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation of each pair of maps ``a[i]``, ``b[i]`` (B×…) → B.
+
+    A constant map has no correlation; it counts as 1 against an identical map and 0 otherwise, so
+    "the map did not change" always reads 1.
+    """
+    x, y = a.flatten(1).double(), b.flatten(1).double()
+    x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+    den = (x.square().sum(1) * y.square().sum(1)).sqrt()
+    same = (a.flatten(1) == b.flatten(1)).all(1)
+    r = (x * y).sum(1) / torch.where(den > 0, den, 1)
+    return torch.where(den > 0, r, same.double())
+
+
+def class_sensitivity(
+    model: torch.nn.Module,
+    images: Tensor,
+    method: str,
+    params: dict[str, Any] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Tensor:
+    """How much a method's map changes with the explained class: B×(K−1) correlations.
+
+    Column ``o − 1`` is the :func:`correlation` of the map for each image's top-1 class ĉ with the map
+    for class ``(ĉ + o) mod K``, o = 1…K−1. A class-specific method should give correlations well below 1;
+    a map that ignores the class gives exactly 1.
+    """
+    from tqdm.auto import tqdm
+
+    from .models import num_classes
+    from .registry import explain
+    from .train import predict
+
+    params = params or {}
+    k = num_classes(model)
+    dev = next(model.parameters()).device
+    out = []
+    for i in tqdm(range(0, len(images), batch_size), desc=f"{method}: {k} classes", disable=not progress):
+        x = images[i : i + batch_size].to(dev)
+        top1 = predict(model, x).to(dev)
+        ref = explain(method, model, x, top1, **params)
+        others = [explain(method, model, x, (top1 + o) % k, **params) for o in range(1, k)]
+        out.append(torch.stack([correlation(ref, other) for other in others], 1))
+    return torch.cat(out)
+
+
+def confusions(labels: Tensor, predictions: Tensor, class_names: Sequence[str]) -> list[tuple[str, str, int]]:
+    """The off-diagonal entries of the confusion matrix, largest first: ``(true, predicted, count)``.
+
+    For a near-perfect classifier this short list says everything its confusion matrix would.
+    """
+    k = len(class_names)
+    counts = torch.bincount(labels.long().cpu() * k + predictions.long().cpu(), minlength=k * k).view(k, k)
+    counts.fill_diagonal_(0)
+    pairs = counts.nonzero().tolist()
+    rows = [(class_names[t], class_names[p], int(counts[t, p])) for t, p in pairs]
+    return sorted(rows, key=lambda r: -r[2])
 
 
 def evaluate(

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from . import models
 from .data import VARIANTS, An8Flower
 
-__all__ = ["train", "predict", "accuracy", "model_name", "train_and_save"]
+__all__ = ["train", "predict", "probabilities", "accuracy", "model_name", "train_and_save"]
 
 
 def model_name(arch: str, variant: str) -> str:
@@ -28,16 +28,25 @@ def model_name(arch: str, variant: str) -> str:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
-    """Top-1 class of every image, with eval-mode semantics (the model's mode is restored)."""
+def _logits(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
+    """The logits (N×K, on the CPU) with eval-mode semantics; the model's mode is restored."""
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
-    out = torch.cat(
-        [model(images[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
-    )
-    model.train(was)
-    return out
+    try:
+        return torch.cat([model(images[i : i + batch_size].to(dev)).cpu() for i in range(0, len(images), batch_size)])
+    finally:
+        model.train(was)
+
+
+def probabilities(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
+    """Softmax class probabilities of every image (N×K, on the CPU), with eval-mode semantics."""
+    return _logits(model, images, batch_size).softmax(1)
+
+
+def predict(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
+    """Top-1 class of every image (on the CPU), with eval-mode semantics (the model's mode is restored)."""
+    return _logits(model, images, batch_size).argmax(1)
 
 
 @torch.no_grad()

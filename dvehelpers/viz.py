@@ -1,30 +1,58 @@
-"""Display: heatmaps over images, signed images centred on grey, labelled grids, mask outlines.
+"""Display: the figure conventions of the notebook series (``NOTEBOOKS.md``), kept here so no notebook repeats them.
 
-Tensors are turned into NumPy arrays here and only here, at the last moment, for matplotlib.
+* Heatmaps share one colour bar that names its scale: per-image min-max, 0 = least and 1 = most salient.
+* Rows are labelled with the true class and the prediction with its probability (:func:`prediction_labels`);
+  columns with the method and the parameters that differ from its registry defaults (:func:`method_title`).
+* Mask outlines are thin (:data:`OUTLINE_WIDTH`), so a 2-pixel stem stays visible inside its outline.
+* Every figure uses ``layout="constrained"``: titles, labels and colour bars never overlap.
+* A result that is near-trivial as a figure (the confusion matrix of a 99.9 % model) is a small :func:`table`.
+
+Tensors become NumPy arrays here and only here, at the last moment, for matplotlib.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import html
+from collections.abc import Mapping, Sequence
+from itertools import cycle
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
+    "HEAT_CMAP",
+    "HEAT_LABEL",
+    "OUTLINE_WIDTH",
     "to_rgb",
     "signed_image",
     "overlay",
     "mask_outline",
+    "heat_colorbar",
+    "method_title",
+    "prediction_labels",
     "grid",
     "image_grid",
-    "iou_curves",
     "compare_methods",
+    "iou_curves",
+    "bar_panels",
+    "kl_steps",
+    "Table",
+    "table",
 ]
+
+HEAT_CMAP = "jet"
+HEAT_LABEL = "heat (min-max per image): 0 = least, 1 = most salient"
+#: Points; at a notebook's scale (112 px shown ~180 px wide) a 2-pixel stem keeps its colour inside the outline.
+OUTLINE_WIDTH = 0.6
+
+MethodSpec = str | tuple[str, Mapping[str, Any]]
 
 
 def to_rgb(image: Tensor) -> np.ndarray:
@@ -42,12 +70,20 @@ def signed_image(raw: Tensor) -> Tensor:
     return 0.5 + raw / (2 * peak)
 
 
+def _bare(ax: Axes) -> None:
+    """No ticks and no frame, but the axis labels stay usable (row labels live in the y label)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def overlay(
     ax: Axes,
     image: Tensor | None,
     heatmap: Tensor,
     alpha: float = 0.5,
-    cmap: str = "jet",
+    cmap: str = HEAT_CMAP,
     title: str | None = None,
 ) -> Axes:
     """Draw ``heatmap`` (H×W in [0, 1]) over ``image`` (3×H×W in [0, 1], or None for the map alone)."""
@@ -56,18 +92,58 @@ def overlay(
         ax.imshow(to_rgb(heatmap), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
     else:
         ax.imshow(to_rgb(heatmap), cmap=cmap, vmin=0, vmax=1)
-    ax.set_axis_off()
+    _bare(ax)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=8)
     return ax
 
 
-def mask_outline(ax: Axes, mask: Tensor, color: str = "white", linewidth: float = 1.2) -> Axes:
-    """Outline a binary H×W mask (the region a correct explanation must highlight)."""
+def mask_outline(
+    ax: Axes, mask: Tensor, color: str = "white", linewidth: float = OUTLINE_WIDTH, alpha: float = 0.9
+) -> Axes:
+    """Outline a binary H×W mask (the region a correct explanation must highlight) with a thin line."""
     m = mask.detach().float().cpu().numpy()
     if m.min() < m.max():
-        ax.contour(m, levels=[0.5], colors=[color], linewidths=linewidth)
+        ax.contour(m, levels=[0.5], colors=[color], linewidths=linewidth, alpha=alpha)
     return ax
+
+
+def heat_colorbar(fig: Figure, axes: Any, cmap: str = HEAT_CMAP, label: str = HEAT_LABEL) -> Any:
+    """One colour bar for every heatmap of ``axes``, on the [0, 1] scale the methods return."""
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=axes, shrink=0.6, aspect=30, pad=0.01)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
+
+def method_title(name: str, params: Mapping[str, Any] | None = None) -> str:
+    """``name``, then the parameters whose value differs from the registry default (``k=v · k=v``)."""
+    from .registry import METHODS
+
+    defaults = METHODS[name].defaults if name in METHODS else {}
+    changed = [f"{k}={v}" for k, v in (params or {}).items() if k not in defaults or defaults[k] != v]
+    return name if not changed else f"{name}\n{' · '.join(changed)}"
+
+
+def prediction_labels(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor | Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> list[str]:
+    """A row label per image: ``true: c`` (when ``labels`` are given) and ``pred: ĉ (p)`` with its softmax
+    probability."""
+    from .models import num_classes
+    from .train import probabilities
+
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes(model))]
+    probs = probabilities(model, images)
+    p, pred = probs.max(1)
+    out = []
+    for i in range(len(images)):
+        line = f"pred: {names[int(pred[i])]} ({float(p[i]):.2f})"
+        out.append(line if labels is None else f"true: {names[int(labels[i])]}\n{line}")
+    return out
 
 
 def grid(
@@ -77,33 +153,35 @@ def grid(
     col_titles: Sequence[str] = (),
     masks: Tensor | None = None,
     alpha: float = 0.5,
-    size: float = 2.0,
+    size: float = 1.8,
+    colorbar: bool = True,
 ) -> Figure:
-    """A figure with one row per image: the image, then each B×H×W map of ``maps`` overlaid on it.
+    """One row per image: the image, then each B×H×W map of ``maps`` over it, with one shared colour bar.
 
-    Maps with a channel axis (B×3×H×W, signed) are shown with :func:`signed_image` instead of a colormap.
-    ``masks`` (B×H×W) are outlined on every panel.
+    Maps with a channel axis (B×3×H×W, signed) are shown with :func:`signed_image` (grey = 0) instead of the
+    colour map. ``masks`` (B×H×W) are outlined on every panel. ``row_titles`` label the rows at the left,
+    ``col_titles`` head the columns (the image column first).
     """
     b, cols = images.shape[0], 1 + len(maps)
-    fig, axes = plt.subplots(b, cols, figsize=(size * cols, size * b), squeeze=False)
+    fig, axes = plt.subplots(b, cols, figsize=(size * cols + 1.6, size * b + 0.4), squeeze=False, layout="constrained")
     for r in range(b):
         axes[r, 0].imshow(to_rgb(images[r]))
-        axes[r, 0].set_axis_off()
+        _bare(axes[r, 0])
         for c, m in enumerate(maps, start=1):
             if m.ndim == 4:
                 axes[r, c].imshow(to_rgb(signed_image(m[r : r + 1])[0]))
-                axes[r, c].set_axis_off()
+                _bare(axes[r, c])
             else:
                 overlay(axes[r, c], images[r], m[r], alpha=alpha)
         if masks is not None:
             for ax in axes[r]:
                 mask_outline(ax, masks[r])
         if r < len(row_titles):
-            axes[r, 0].set_title(row_titles[r], fontsize=9, loc="left")
-    for c, title in enumerate(col_titles):
-        if c < cols:
-            axes[0, c].set_title(title, fontsize=9)
-    fig.tight_layout()
+            axes[r, 0].set_ylabel(row_titles[r], fontsize=8, rotation=0, ha="right", va="center")
+    for c, title in enumerate(col_titles[:cols]):
+        axes[0, c].set_title(title, fontsize=8)
+    if colorbar and any(m.ndim == 3 for m in maps):
+        heat_colorbar(fig, axes)
     return fig
 
 
@@ -118,7 +196,9 @@ def image_grid(
     """Images in rows of ``ncols``, each with its mask outlined (if given) and its title."""
     n = images.shape[0]
     rows = -(-n // ncols)
-    fig, axes = plt.subplots(rows, ncols, figsize=(size * ncols, size * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, ncols, figsize=(size * ncols, size * rows + 0.3), squeeze=False, layout="constrained"
+    )
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if k >= n:
@@ -128,41 +208,171 @@ def image_grid(
             mask_outline(ax, masks[k], color=outline)
         if k < len(titles):
             ax.set_title(titles[k], fontsize=8)
-    fig.tight_layout()
     return fig
 
 
-def iou_curves(results: dict[str, Tensor], thresholds: Tensor | None = None, ax: Axes | None = None) -> Axes:
-    """Mean IoU against threshold for every method of :func:`dvehelpers.evaluate.evaluate`'s results."""
+def _spec(method: MethodSpec) -> tuple[str, dict[str, Any]]:
+    return (method, {}) if isinstance(method, str) else (method[0], dict(method[1]))
+
+
+def compare_methods(
+    model: nn.Module,
+    images: Tensor,
+    methods: Sequence[MethodSpec],
+    target: Any = None,
+    display: Tensor | None = None,
+    masks: Tensor | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    labels: Tensor | Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """Explain ``images`` with each method and show them side by side, labelled by the conventions.
+
+    A method is a registry name (its defaults, or ``params[name]``) or a ``(name, params)`` pair, so one
+    method can appear with several settings. Rows say the true class (``labels``) and the prediction with its
+    probability; columns say the method and its non-default parameters. ``display``: the images as shown
+    (e.g. before ImageNet normalisation); defaults to ``images``.
+    """
+    from .registry import explain
+
+    specs = [_spec(m) for m in methods]
+    specs = [(name, {**(params or {}).get(name, {}), **p}) for name, p in specs]
+    maps = [explain(name, model, images, target, **p) for name, p in specs]
+    shown = images if display is None else display
+    rows = prediction_labels(model, images, labels, class_names)
+    cols = ["image", *(method_title(name, p) for name, p in specs)]
+    return grid(shown, maps, row_titles=rows, col_titles=cols, masks=masks)
+
+
+def iou_curves(
+    results: Mapping[str, Tensor],
+    thresholds: Tensor | None = None,
+    ax: Axes | None = None,
+    references: Mapping[str, Tensor] | None = None,
+) -> Axes:
+    """Mean IoU against threshold for every method of :func:`dvehelpers.evaluate.evaluate`'s results.
+
+    Every curve has its own line style and marker, so curves that coincide stay visible; ``references``
+    (same form, e.g. from :func:`dvehelpers.evaluate.reference_maps`) are drawn in grey, dashed.
+    """
     from .evaluate import THRESHOLDS
 
     t = (THRESHOLDS if thresholds is None else thresholds).cpu().numpy()
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5))
+        _, ax = plt.subplots(figsize=(6.5, 3.6), layout="constrained")
+    styles = cycle([(ls, mk) for mk in "os^vDP" for ls in ("-", "--", ":")])
     for name, curves in results.items():
-        ax.plot(t, curves.mean(0).cpu().numpy(), label=f"{name} ({float(curves.mean() * 100):.1f})")
+        ls, mk = next(styles)
+        ax.plot(t, curves.mean(0).cpu().numpy(), ls=ls, marker=mk, ms=3.5, label=f"{name} ({_score(curves):.1f})")
+    greys = cycle(["0.25", "0.45", "0.65"])
+    for name, curves in (references or {}).items():
+        ax.plot(
+            t,
+            curves.mean(0).cpu().numpy(),
+            ls=(0, (4, 2)),
+            color=next(greys),
+            lw=1.2,
+            label=f"{name} ({_score(curves):.1f})",
+        )
     ax.set_xlabel("threshold τ")
     ax.set_ylabel("mean IoU")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title="mean IoU ×100", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
-def compare_methods(
-    model: Any,
-    images: Tensor,
-    methods: Sequence[str],
-    target: Any = None,
-    display: Tensor | None = None,
-    masks: Tensor | None = None,
-    params: dict[str, dict[str, Any]] | None = None,
+def _score(curves: Tensor) -> float:
+    return float(curves.mean() * 100)
+
+
+def bar_panels(
+    values: Mapping[str, Tensor],
+    labels: Sequence[str],
+    highlight: Sequence[int] = (),
+    size: tuple[float, float] = (2.6, 2.4),
 ) -> Figure:
-    """Explain ``images`` with each method (registry defaults, or ``params[name]``) and show them side by side.
+    """One bar chart per entry of ``values`` (a length-K vector each), bars named by ``labels``; the bars at
+    ``highlight`` are drawn in orange (e.g. the explained class)."""
+    fig, axes = plt.subplots(1, len(values), figsize=(size[0] * len(values), size[1]), layout="constrained")
+    for ax, (title, v) in zip(np.atleast_1d(axes), values.items(), strict=True):
+        colours = ["tab:orange" if i in highlight else "tab:blue" for i in range(len(labels))]
+        ax.bar(range(len(labels)), v.detach().double().cpu().numpy(), color=colours)
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_title(title, fontsize=9)
+    return fig
 
-    ``display``: the images as shown (e.g. before ImageNet normalisation); defaults to ``images``.
-    """
-    from .registry import explain
 
-    params = params or {}
-    maps = [explain(m, model, images, target, **params.get(m, {})) for m in methods]
-    shown = images if display is None else display
-    return grid(shown, maps, col_titles=["image", *methods], masks=masks)
+def kl_steps(steps: Any, class_names: Sequence[str], i: int = 0) -> Figure:
+    """Algorithm 1's quantities for image ``i`` of :func:`dvehelpers.methods.kl.kl_intermediates`: the logits
+    ``k``, ``P``, ``Q`` (with their colour bars), ``z`` and ``α``; the explained class in orange."""
+    k = len(class_names)
+    target = int(steps.targets[i])
+    fig, axes = plt.subplots(1, 5, figsize=(16, 3.4), layout="constrained")
+    for ax, (title, v) in zip(
+        axes[[0, 3, 4]], [("logits k", steps.logits), ("z = ∂KL/∂k", steps.z), ("α (eq. 2)", steps.alpha)], strict=True
+    ):
+        colours = ["tab:orange" if c == target else "tab:blue" for c in range(k)]
+        ax.bar(range(k), v[i].detach().double().cpu().numpy(), color=colours)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(range(k), class_names, rotation=90, fontsize=8)
+        ax.set_title(title, fontsize=9)
+    for ax, (title, mat) in zip(axes[1:3], [("P (ground truth)", steps.P), ("Q (eq. 1)", steps.Q)], strict=True):
+        im = ax.imshow(mat[i].detach().double().cpu().numpy(), cmap="viridis", vmin=0)
+        ax.set_xticks(range(k), class_names, rotation=90, fontsize=7)
+        ax.set_yticks(range(k), class_names, fontsize=7)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
+    return fig
+
+
+class Table:
+    """A small table that reads as aligned text (``print``, checked notebook cells) and as HTML in Jupyter."""
+
+    def __init__(self, rows: Sequence[Sequence[Any]], header: Sequence[str], title: str = "", floatfmt: str = ".1f"):
+        if any(len(r) != len(header) for r in rows):
+            raise ValueError(f"every row needs {len(header)} cells, one per column of {list(header)}")
+        self.header, self.title, self.floatfmt = list(header), title, floatfmt
+        self.rows = [[self._cell(v) for v in r] for r in rows]
+
+    def _cell(self, value: Any) -> str:
+        if isinstance(value, Tensor):
+            value = value.item()
+        if isinstance(value, float):
+            return format(value, self.floatfmt)
+        return str(value)
+
+    def __str__(self) -> str:
+        cols = list(zip(self.header, *self.rows, strict=True))
+        width = [max(len(c) for c in col) for col in cols]
+        numeric = [all(_is_number(c) for c in col[1:]) and len(col) > 1 for col in cols]
+
+        def line(cells: Sequence[str]) -> str:
+            return "  ".join(
+                c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, width, numeric, strict=True)
+            ).rstrip()
+
+        out = [self.title] if self.title else []
+        out += [line(self.header), "  ".join("-" * w for w in width)]
+        return "\n".join(out + [line(r) for r in self.rows])
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        head = "".join(f"<th>{esc(h)}</th>" for h in self.header)
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in self.rows)
+        caption = f"<caption style='text-align:left'>{esc(self.title)}</caption>" if self.title else ""
+        return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace("%", "").replace("×", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str], title: str = "", floatfmt: str = ".1f") -> Table:
+    """A :class:`Table` of ``rows`` under ``header``; floats are written with ``floatfmt``."""
+    return Table(rows, header, title, floatfmt)

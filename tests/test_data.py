@@ -220,3 +220,14 @@ def test_renderer_on_cuda_agrees_with_cpu() -> None:
     torch.testing.assert_close(gpu[1].cpu(), cpu[1])
     assert (gpu[2].cpu() != cpu[2]).float().mean() < 1e-3  # a boundary pixel may round the other way
     assert ((gpu[0].cpu() - cpu[0]).abs() > 1e-3).float().mean() < 1e-2
+
+
+def test_part_maps_reproduce_the_cached_masks(tmp_path: Path) -> None:
+    ds = dh.data.An8Flower("double-12c", "val", size=40, cache=tmp_path, per_class=6, progress=False)  # 72: 2 batches
+    parts = ds.part_maps()
+    assert parts.shape == ds.masks.shape and parts.dtype == torch.long
+    coloured = torch.zeros(len(ds), len(dh.data.PARTS), dtype=torch.bool)
+    for i, label in enumerate(ds.labels.tolist()):
+        coloured[i, list(dh.data.coloured_parts("double-12c", label))] = True
+    assert torch.equal(coloured.gather(1, parts.flatten(1)).view_as(parts), ds.masks)
+    assert set(parts.unique().tolist()) >= {0, 2, 3, 5}  # background, stem, leaves and petals all appear

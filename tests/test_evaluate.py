@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -86,3 +88,74 @@ def test_salient_area_counts_the_normalised_hot_pixels() -> None:
     heat[0, :2] = 1.0  # 20 % of the image at full heat
     heat[1] = torch.linspace(0, 1, 100).view(10, 10)  # half of the pixels at ≥ 0.5
     torch.testing.assert_close(evaluate.salient_area(heat), torch.tensor([0.2, 0.5]))
+
+
+def test_salient_parts_counts_where_the_hot_pixels_land() -> None:
+    parts = torch.zeros(2, 4, 5, dtype=torch.long)
+    parts[:, :, 3:] = 2  # columns 3-4 show part 2, the rest part 0
+    heat = torch.zeros(2, 4, 5)
+    heat[0, 0, 2:5] = 1.0  # three hot pixels: one on part 0, two on part 2
+    got = evaluate.salient_parts(heat, parts, n_parts=3)
+    torch.testing.assert_close(got, torch.tensor([[1 / 3, 0.0, 2 / 3], [0.0, 0.0, 0.0]]))  # nothing hot: zeros
+    with pytest.raises(ValueError, match="parts must be shaped like the heatmaps"):
+        evaluate.salient_parts(heat, parts[:, :3], n_parts=3)
+
+
+def test_reference_maps_span_floor_to_ceiling() -> None:
+    masks = torch.stack([square(2, 6, 10, 16), square(12, 18, 0, 4)])
+    assert evaluate.mean_iou(evaluate.reference_maps("mask", masks), masks) == pytest.approx(100)
+    assert evaluate.mean_iou(evaluate.reference_maps("constant", masks), masks) == 0
+    torch.testing.assert_close(evaluate.reference_maps("mask_lowres", masks, grid=(20, 20)), masks.float())
+    coarse = [evaluate.mean_iou(evaluate.reference_maps("mask_lowres", masks, grid=(g, g)), masks) for g in (2, 5, 10)]
+    assert 0 < coarse[0] < coarse[1] < coarse[2] < 100  # the finer the layer, the better a perfect CAM can do
+    centre = evaluate.reference_maps("centre", masks)[0]
+    assert int(centre.argmax()) in {9 * 20 + 9, 9 * 20 + 10, 10 * 20 + 9, 10 * 20 + 10}
+    torch.testing.assert_close(centre, centre.flip(0))
+    torch.testing.assert_close(centre, centre.T)
+    # pixel centres at 0.025 and 0.275 of the side from the middle; σ = 0.25
+    assert float(centre[10, 10] / centre[10, 15]) == pytest.approx(math.exp((0.275**2 - 0.025**2) / (2 * 0.25**2)))
+    r = evaluate.reference_maps("random", masks, seed=1)
+    assert torch.equal(r, evaluate.reference_maps("random", masks, seed=1)) and r.min() >= 0 and r.max() < 1
+    with pytest.raises(ValueError, match="needs grid"):
+        evaluate.reference_maps("mask_lowres", masks)
+    with pytest.raises(ValueError, match="valid: constant, centre"):
+        evaluate.reference_maps("ones", masks)
+
+
+def test_correlation_against_numpy_and_constant_maps() -> None:
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(4, 6, 6, generator=g), torch.rand(4, 6, 6, generator=g)
+    ref = [np.corrcoef(a[i].flatten().numpy(), b[i].flatten().numpy())[0, 1] for i in range(4)]
+    torch.testing.assert_close(evaluate.correlation(a, b), torch.tensor(ref, dtype=torch.float64))
+    torch.testing.assert_close(evaluate.correlation(a, 3 * a + 1), torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(evaluate.correlation(a, -a), -torch.ones(4, dtype=torch.float64))
+    flat = torch.zeros(2, 6, 6)
+    assert evaluate.correlation(flat, flat.clone()).tolist() == [1.0, 1.0]  # unchanged maps read 1
+    assert evaluate.correlation(flat, a[:2]).tolist() == [0.0, 0.0]
+
+
+def test_class_sensitivity_reads_one_for_a_class_agnostic_method_and_matches_a_loop() -> None:
+    import dvehelpers as dh
+
+    from .conftest import seeded_images, small
+
+    model, x = small("vgg", dtype=torch.float32), seeded_images(2, b=3, dtype=torch.float32)
+    agnostic = evaluate.class_sensitivity(model, x, "activation", progress=False)
+    assert agnostic.shape == (3, 5) and torch.equal(agnostic, torch.ones(3, 5, dtype=torch.float64))
+    got = evaluate.class_sensitivity(model, x, "gradcam", {"layer": "relu4_2"}, batch_size=2, progress=False)
+    top1 = dh.train.predict(model, x)
+    for i in range(3):  # one image and one class at a time, the other classes in offset order
+        ref = dh.explain("gradcam", model, x[i : i + 1], int(top1[i]), layer="relu4_2")
+        for o in range(1, 6):
+            other = dh.explain("gradcam", model, x[i : i + 1], (int(top1[i]) + o) % 6, layer="relu4_2")
+            assert got[i, o - 1].item() == pytest.approx(evaluate.correlation(ref, other).item(), abs=1e-5)
+    assert (got < 0.999).any()  # Grad-CAM does change with the class
+
+
+def test_confusions_list_the_off_diagonal_counts_largest_first() -> None:
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2])
+    preds = torch.tensor([0, 2, 1, 0, 0, 2, 2])
+    assert evaluate.confusions(labels, preds, ["a", "b", "c"]) == [("b", "a", 2), ("a", "c", 1)]
+    assert evaluate.confusions(labels, labels, ["a", "b", "c"]) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -156,3 +157,38 @@ def test_row_perplexity_spans_what_a_one_hot_row_allows() -> None:
     perp = kl.row_perplexity(g, 0, torch.tensor([0.0, 1.0, 1e3]))
     assert perp[0] == pytest.approx(9) and perp[2] == pytest.approx(8) and 8 < perp[1] < 9
     assert kl.row_perplexity(g, 3, torch.tensor([0.0, 5.0])).tolist() == pytest.approx([9, 9])
+
+
+def test_z_lives_on_the_closest_pair_of_widely_spread_logits_whatever_the_target() -> None:
+    logits = torch.tensor([[0.0, 50.0, 100.0, 103.0, 200.0, 300.0]], dtype=torch.float64).expand(6, 6)
+    targets = torch.arange(6)
+    steps = kl.kl_intermediates(logits, targets)
+    shares = kl.z_shares(steps)
+    assert shares.closest.sort(1).values.tolist() == [[2, 3]] * 6
+    assert (shares.pair > 0.9).all()  # Q's width-1 kernel sees only the pair 3 apart
+    assert (steps.z[:, [2, 3]].sign() == torch.tensor([1.0, -1.0], dtype=torch.float64)).all()  # pulled apart
+    # the explained class barely moves z: the rows differ by little next to the pair's weight
+    assert (steps.z - steps.z[0]).abs().max() < 0.1 * steps.z[0, 2].abs()
+    soft = kl.z_shares(kl.kl_intermediates(logits / 100, targets))  # logits spread over 3 units, not 300
+    outside = [0, 1, 4, 5]  # targets that are not in the closest pair gain weight once the logits are soft
+    assert (soft.pair < shares.pair).all() and (soft.target[outside] > shares.target[outside]).all()
+    hand = steps.z[0].abs()  # the shares by hand for target 0
+    assert shares.pair[0].item() == pytest.approx(float((hand[2] + hand[3]) / hand.sum()))
+    assert shares.target[0].item() == pytest.approx(float(hand[0] / hand.sum()))
+
+
+@pytest.mark.parametrize("reading", ["gradient", "elementwise"])
+def test_temperature_equals_a_network_whose_logits_are_divided_by_it(reading: str) -> None:
+    model, x = small("vgg", dtype=torch.float64), seeded_images(5, b=2)
+    cooled = copy.deepcopy(model)
+    last = [m for m in cooled.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.div_(7.0)
+        last.bias.div_(7.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = dh.explain("kl_dve", model, x, 2, reading=reading, layer="relu5_2", temperature=7.0)
+        ref = dh.explain("kl_dve", cooled, x, 2, reading=reading, layer="relu5_2")
+        plain = dh.explain("kl_dve", model, x, 2, reading=reading, layer="relu5_2")
+    torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-10)
+    assert (got - plain).abs().max() > 1e-3  # the temperature does change the map

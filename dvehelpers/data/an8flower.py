@@ -38,6 +38,7 @@ PER_CLASS = {"train": 250, "val": 40, "test": 100}
 PER_CLASS_QUICK = {"train": 20, "val": 5, "test": 10}
 #: Bump when the renderer's output changes: caches of another version are re-rendered.
 RENDER_VERSION = 1
+_CHUNK = 64  # images rendered per batch into the cache
 _OFFICIAL = re.compile(r"class(\d+)_img(\d+)_p(\d+)_r(\d+)\.(jpe?g|png)$", re.I)
 
 
@@ -102,6 +103,7 @@ class An8Flower(Dataset):
 
         self.render_device = default_device()  # rendering runs on the GPU when there is one
         self.classes = class_names(variant)
+        self.official = root is not None
         if root is not None:
             self.images, self.labels, self.masks = _read_official(Path(root), variant, split, size, seed)
             self.info: list[dict[str, Any]] = [{} for _ in range(len(self.labels))]
@@ -123,6 +125,25 @@ class An8Flower(Dataset):
     def tensors(self, device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """The whole split at once: images N×3×H×W float in [0, 1], labels N, masks N×H×W bool."""
         return (self.images.to(device).float() / 255, self.labels.to(device), self.masks.to(device))
+
+    def part_maps(self, device: torch.device | str | None = None) -> Tensor:
+        """N×H×W part ids (:data:`dvehelpers.data.PARTS`) of every image: which part each pixel shows.
+
+        Rendered again from each image's scene, in the same batches as the cache (so ``part ∈ coloured
+        parts`` reproduces the masks); not cached. Only the synthetic set has them.
+        """
+        if self.official:
+            raise ValueError("part maps exist only for an8Flower-synth; the official set ships masks alone")
+        n = len(self.labels)
+        scenes = sample_scenes(n, _split_seed(self.seed, self.split))
+        out = []
+        for start in range(0, n, _CHUNK):
+            idx = torch.arange(start, min(start + _CHUNK, n))
+            _, parts, _, _ = render_scenes(
+                scenes.index(idx), self.labels[idx], self.variant, self.size, device=self.render_device
+            )
+            out.append(parts.to(device or "cpu"))
+        return torch.cat(out)
 
     # ------------------------------------------------------------ the rendered cache
 
@@ -180,7 +201,7 @@ class An8Flower(Dataset):
         labels: Tensor,
         items: list[dict[str, Any] | None],
         progress: bool,
-        chunk: int = 64,
+        chunk: int = _CHUNK,
     ) -> None:
         from tqdm.auto import tqdm
 

@@ -47,6 +47,8 @@ __all__ = [
     "default_pool_layer",
     "row_perplexity",
     "PerplexitySearch",
+    "ZShares",
+    "z_shares",
 ]
 
 READINGS = ("literal", "gradient", "elementwise")
@@ -200,6 +202,32 @@ def kl_intermediates(logits: Tensor, targets: Tensor, perplexity: float | None =
     return KLIntermediates(logits, targets, g, p, q, z, standardize(z), search)
 
 
+@dataclass
+class ZShares:
+    """Where ``z`` puts its weight, per image: the ``closest`` pair of logits (B×2 class indices) and the
+    fractions of ``Σ|z|`` on that pair (``pair``) and on the explained class (``target``)."""
+
+    closest: Tensor
+    pair: Tensor
+    target: Tensor
+
+
+def z_shares(steps: KLIntermediates) -> ZShares:
+    """How concentrated ``z`` is. Q's kernel ``(1 + (k_i − k_j)²)⁻¹`` has width 1, so when the logits are
+    spread over tens of units ``Q`` (and with it ``z``) sits on the closest pair of logits, which need not
+    contain the explained class; ``P`` of a one-hot label is nearly flat and cannot compete."""
+    k = steps.logits.shape[1]
+    gap = (steps.logits[:, :, None] - steps.logits[:, None, :]).abs()
+    gap.diagonal(dim1=1, dim2=2).fill_(math.inf)
+    flat = gap.flatten(1).argmin(1)
+    closest = torch.stack([flat // k, flat % k], 1)
+    mass = steps.z.abs()
+    total = mass.sum(1).clamp_min(torch.finfo(mass.dtype).tiny)
+    return ZShares(
+        closest, mass.gather(1, closest).sum(1) / total, mass.gather(1, steps.targets[:, None])[:, 0] / total
+    )
+
+
 def default_pool_layer(model: nn.Module) -> str:
     """The last pooling layer before the classifier (``pool5`` of VGG and AlexNet)."""
     name = None
@@ -225,6 +253,13 @@ def default_pool_layer(model: nn.Module) -> str:
             "choice",
             READINGS,
         ),
+        Param(
+            "temperature",
+            1.0,
+            "Q and z are computed from k / temperature (1: the paper; ours, to study the logit scale)",
+            range=(0.1, 1000.0),
+            log=True,
+        ),
     ],
     paper="Babiker & Goebel 2017 (KL-divergence DVE)",
     class_specific=True,
@@ -237,12 +272,18 @@ def kl_dve(
     layer: str | int | None = None,
     perplexity: float | None = None,
     reading: str = "literal",
+    temperature: float = 1.0,
 ) -> Tensor:
-    """KL-divergence DVE: eq. 3 over the layer's maps with α from the KL(P‖Q) gradient (eqs. 1–2)."""
+    """KL-divergence DVE: eq. 3 over the layer's maps with α from the KL(P‖Q) gradient (eqs. 1–2).
+
+    ``temperature`` T divides the logits before eq. 1 (not in the paper, whose T is 1): Q's Student-t
+    kernel has a fixed width of 1, so the scale of k decides which pairs of classes dominate z. The gradient
+    w.r.t. k itself is z / T, a factor that standardisation removes.
+    """
     index = resolve_layer(model, default_pool_layer(model) if layer is None else layer)
     trace, targets = forward(model, images, target, keep_from=index + 1)
     x = conv_maps(trace, index, "KL-DVE")
-    kl = kl_intermediates(trace.logits, targets, perplexity)
+    kl = kl_intermediates(trace.logits / temperature, targets, perplexity)
     if not kl.search.converged.all():
         warnings.warn(
             f"t-SNE perplexity {_perplexity(perplexity, trace.logits.shape[1])} is unreachable for "
