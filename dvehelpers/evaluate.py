@@ -11,7 +11,7 @@ normalises to all zeros, so ``{h ≥ τ}`` is empty for every ``τ > 0`` and its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,6 +26,8 @@ __all__ = [
     "mean_iou",
     "per_image_iou",
     "evaluate",
+    "heatmaps",
+    "per_class",
     "summary",
     "salient_area",
     "salient_parts",
@@ -206,36 +208,90 @@ def confusions(labels: Tensor, predictions: Tensor, class_names: Sequence[str]) 
     return sorted(rows, key=lambda r: -r[2])
 
 
+Jobs = Sequence[str] | Mapping[str, tuple[str, Mapping[str, Any]]]
+
+
+def _jobs(methods: Jobs, params: Mapping[str, Mapping[str, Any]] | None) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``label -> (method, parameters)``: names use ``params[name]`` (or the defaults); a mapping is taken as is."""
+    if isinstance(methods, Mapping):
+        return {label: (name, dict(p)) for label, (name, p) in methods.items()}
+    return {m: (m, dict((params or {}).get(m, {}))) for m in methods}
+
+
+def _explained(
+    model: torch.nn.Module,
+    images: Tensor,
+    method: str,
+    params: Mapping[str, Any],
+    target: Tensor | None,
+    batch_size: int,
+) -> Iterator[tuple[int, Tensor]]:
+    """``(start, heatmaps)`` for consecutive batches of ``images``, explained on the model's device."""
+    from .registry import explain
+
+    dev = next(model.parameters()).device
+    for i in range(0, len(images), batch_size):
+        t = None if target is None else target[i : i + batch_size].to(dev)
+        yield i, explain(method, model, images[i : i + batch_size].to(dev), t, **params)
+
+
+def heatmaps(
+    model: torch.nn.Module,
+    images: Tensor,
+    method: str,
+    params: Mapping[str, Any] | None = None,
+    target: Tensor | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> Tensor:
+    """``method``'s maps (N×H×W, on the model's device) for a whole set, explained in batches."""
+    from tqdm.auto import tqdm
+
+    batches = _explained(model, images, method, params or {}, target, batch_size)
+    n = -(-len(images) // batch_size)
+    return torch.cat([h for _, h in tqdm(batches, total=n, desc=method, unit="batch", disable=not progress)])
+
+
+def per_class(values: Tensor, labels: Tensor, n_classes: int) -> Tensor:
+    """The mean of ``values`` (N×…) over the images of each class: n_classes×… (NaN for a class with none)."""
+    labels = labels.to(values.device).long()
+    sums = torch.zeros(n_classes, *values.shape[1:], dtype=values.dtype, device=values.device)
+    sums.index_add_(0, labels, values)
+    counts = torch.bincount(labels, minlength=n_classes).to(values.dtype)
+    return sums / counts.view(-1, *[1] * (values.ndim - 1))
+
+
 def evaluate(
     model: torch.nn.Module,
     images: Tensor,
     masks: Tensor,
-    methods: Sequence[str],
+    methods: Jobs,
     target: Tensor | None = None,
     thresholds: Tensor | None = None,
-    params: dict[str, dict[str, Any]] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
     batch_size: int = 32,
     progress: bool = True,
 ) -> dict[str, Tensor]:
     """Per-image IoU curves (N×T) of every method on a labelled set, in batches on the model's device.
 
-    ``target``: the explained class of each image (default: the model's top-1 prediction, as in Oramas et
-    al.'s protocol); ``params[name]`` overrides a method's registry defaults.
+    ``methods``: registry names (with ``params[name]`` overriding their defaults), or a mapping
+    ``label -> (name, params)`` so that one method can be scored with several settings. ``target``: the
+    explained class of each image (default: the model's top-1 prediction, as in Oramas et al.'s protocol).
     """
     from tqdm.auto import tqdm
 
-    from .registry import explain
-
-    params = params or {}
+    jobs = _jobs(methods, params)
     dev = next(model.parameters()).device
-    out: dict[str, list[Tensor]] = {m: [] for m in methods}
-    steps = [(m, i) for m in methods for i in range(0, len(images), batch_size)]
-    for m, i in tqdm(steps, desc="explaining", unit="batch", disable=not progress):
-        x = images[i : i + batch_size].to(dev)
-        t = None if target is None else target[i : i + batch_size].to(dev)
-        heat = explain(m, model, x, t, **params.get(m, {}))
-        out[m].append(per_image_iou(heat, masks[i : i + batch_size].to(dev), thresholds))
-    return {m: torch.cat(v) for m, v in out.items()}
+    bar = tqdm(total=len(jobs) * -(-len(images) // batch_size), desc="explaining", unit="batch", disable=not progress)
+    out: dict[str, Tensor] = {}
+    for label, (name, p) in jobs.items():
+        curves = []
+        for i, heat in _explained(model, images, name, p, target, batch_size):
+            curves.append(per_image_iou(heat, masks[i : i + batch_size].to(dev), thresholds))
+            bar.update()
+        out[label] = torch.cat(curves)
+    bar.close()
+    return out
 
 
 def summary(results: dict[str, Tensor]) -> dict[str, float]:

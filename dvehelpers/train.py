@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from . import models
 from .data import VARIANTS, An8Flower
 
-__all__ = ["train", "predict", "probabilities", "accuracy", "model_name", "train_and_save"]
+__all__ = ["train", "logits", "predict", "probabilities", "accuracy", "model_name", "train_and_save"]
 
 
 def model_name(arch: str, variant: str) -> str:
@@ -28,8 +28,8 @@ def model_name(arch: str, variant: str) -> str:
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
-    """The logits (N×K, on the CPU) with eval-mode semantics; the model's mode is restored."""
+def logits(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
+    """The logits (pre-softmax scores, N×K, on the CPU) with eval-mode semantics; the model's mode is restored."""
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
@@ -41,12 +41,12 @@ def _logits(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
 
 def probabilities(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
     """Softmax class probabilities of every image (N×K, on the CPU), with eval-mode semantics."""
-    return _logits(model, images, batch_size).softmax(1)
+    return logits(model, images, batch_size).softmax(1)
 
 
 def predict(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
     """Top-1 class of every image (on the CPU), with eval-mode semantics (the model's mode is restored)."""
-    return _logits(model, images, batch_size).argmax(1)
+    return logits(model, images, batch_size).argmax(1)
 
 
 @torch.no_grad()

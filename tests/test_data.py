@@ -231,3 +231,11 @@ def test_part_maps_reproduce_the_cached_masks(tmp_path: Path) -> None:
         coloured[i, list(dh.data.coloured_parts("double-12c", label))] = True
     assert torch.equal(coloured.gather(1, parts.flatten(1)).view_as(parts), ds.masks)
     assert set(parts.unique().tolist()) >= {0, 2, 3, 5}  # background, stem, leaves and petals all appear
+
+
+def test_one_per_class_picks_the_kth_image_of_every_class() -> None:
+    labels = torch.tensor([2, 0, 1, 0, 2, 1, 1])
+    assert dh.data.one_per_class(labels).tolist() == [1, 2, 0]
+    assert dh.data.one_per_class(labels, k=1).tolist() == [3, 5, 4]
+    with pytest.raises(ValueError, match="class 0 has 2 images"):
+        dh.data.one_per_class(labels, k=2)

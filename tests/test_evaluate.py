@@ -159,3 +159,28 @@ def test_confusions_list_the_off_diagonal_counts_largest_first() -> None:
     preds = torch.tensor([0, 2, 1, 0, 0, 2, 2])
     assert evaluate.confusions(labels, preds, ["a", "b", "c"]) == [("b", "a", 2), ("a", "c", 1)]
     assert evaluate.confusions(labels, labels, ["a", "b", "c"]) == []
+
+
+def test_heatmaps_and_labelled_jobs_equal_explain_on_the_whole_set() -> None:
+    import dvehelpers as dh
+
+    from .conftest import small
+
+    model = small("alexnet", dtype=torch.float32)
+    images, labels, masks = dh.data.render("single-6c", 7, size=112, seed=4)
+    heat = evaluate.heatmaps(model, images, "gradcam", {"layer": "relu4"}, target=labels, batch_size=3)
+    torch.testing.assert_close(heat, dh.explain("gradcam", model, images, labels, layer="relu4"))
+    jobs = {"cam 4": ("gradcam", {"layer": "relu4"}), "cam 5": ("gradcam", {})}
+    res = evaluate.evaluate(model, images, masks, jobs, target=labels, batch_size=3, progress=False)
+    assert list(res) == ["cam 4", "cam 5"]
+    torch.testing.assert_close(res["cam 4"], evaluate.per_image_iou(heat, masks))
+    torch.testing.assert_close(
+        res["cam 5"], evaluate.per_image_iou(dh.explain("gradcam", model, images, labels), masks)
+    )
+
+
+def test_per_class_means_by_hand() -> None:
+    values = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [7.0, 6.0]])
+    got = evaluate.per_class(values, torch.tensor([2, 0, 2, 0]), n_classes=3)
+    torch.testing.assert_close(got[[0, 2]], torch.tensor([[5.0, 4.0], [3.0, 2.0]]))
+    assert got[1].isnan().all()  # a class without images has no mean

@@ -1,6 +1,6 @@
 """Data: the an8Flower-synth renderer and dataset, and the official an8Flower layout."""
 
-from .an8flower import SPLITS, An8Flower, default_cache
+from .an8flower import SPLITS, An8Flower, default_cache, one_per_class
 from .render import (
     COLOURS,
     PARTS,
@@ -19,6 +19,7 @@ __all__ = [
     "An8Flower",
     "SPLITS",
     "default_cache",
+    "one_per_class",
     "COLOURS",
     "PARTS",
     "VARIANTS",

@@ -235,6 +235,18 @@ class An8Flower(Dataset):
         bar.close()
 
 
+def one_per_class(labels: Tensor, k: int = 0) -> Tensor:
+    """Indices of the ``k``-th image of every class, in class order: a figure that shows each class once."""
+    labels = torch.as_tensor(labels).cpu()
+    out = []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero()[:, 0]
+        if k >= len(idx):
+            raise ValueError(f"class {c} has {len(idx)} images; k must be below that, got {k}")
+        out.append(idx[k])
+    return torch.stack(out)
+
+
 # ---------------------------------------------------------------- the official layout
 
 
