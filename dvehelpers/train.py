@@ -28,7 +28,7 @@ def model_name(arch: str, variant: str) -> str:
 
 
 @torch.no_grad()
-def logits(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
+def logits(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
     """The logits (pre-softmax scores, N×K, on the CPU) with eval-mode semantics; the model's mode is restored."""
     was = model.training
     model.eval()
