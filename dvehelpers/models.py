@@ -29,6 +29,7 @@ __all__ = [
     "save",
     "layer_names",
     "resolve_layer",
+    "layer_shape",
     "default_cam_layer",
     "num_classes",
     "without_inplace",
@@ -266,6 +267,20 @@ def resolve_layer(model: nn.Module, layer: str | int) -> int:
         if layer in (step.name, step.path):
             return i
     raise ValueError(f"unknown layer {layer!r}; valid names: {', '.join(s.name for s in steps)}")
+
+
+def layer_shape(model: nn.Module, layer: str | int, size: int | tuple[int, int] = 112) -> tuple[int, ...]:
+    """The output shape of ``layer`` (C, h, w for a conv layer) for one ``size``×``size`` input.
+
+    One image of zeros is run through the layers up to ``layer`` only, on the model's device.
+    """
+    from .trace import record
+
+    index = resolve_layer(model, layer)
+    h, w = (size, size) if isinstance(size, int) else size
+    ref = next(model.parameters())
+    trace = record(model, torch.zeros(1, 3, h, w, dtype=ref.dtype, device=ref.device), upto=index)
+    return tuple(trace.output(index).shape[1:])
 
 
 def default_cam_layer(model: nn.Module) -> str:

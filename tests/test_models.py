@@ -220,3 +220,16 @@ def test_imagenet_weights_from_cache_and_from_path(tmp_path, monkeypatch: pytest
         model = dh.models.load(source)
         assert isinstance(model, tvm.AlexNet) and torch.equal(model.classifier[-1].bias, ref.classifier[-1].bias)
         assert model.meta["categories"][0] == "tench"
+
+
+def test_layer_shape_equals_the_module_outputs() -> None:
+    from .conftest import small
+
+    vgg, alex = small("vgg", dtype=torch.float32), small("alexnet", dtype=torch.float32)
+    x = torch.zeros(1, 3, 112, 112)
+    assert dh.models.layer_shape(vgg, "pool5") == tuple(vgg.features(x).shape[1:]) == (128, 3, 3)
+    assert dh.models.layer_shape(alex, "pool5", size=112) == tuple(alex.features(x).shape[1:])
+    relu5_2 = dh.models.resolve_layer(vgg, "relu5_2")
+    assert dh.models.layer_shape(vgg, "relu5_2") == tuple(vgg.features[: relu5_2 + 1](x).shape[1:]) == (128, 7, 7)
+    assert dh.models.layer_shape(vgg, "pool5", size=(64, 96)) == (128, 2, 3)
+    assert dh.models.layer_shape(vgg, "fc7") == (256,)
