@@ -117,12 +117,13 @@ def heat_colorbar(fig: Figure, axes: Any, cmap: str = HEAT_CMAP, label: str = HE
 
 
 def method_title(name: str, params: Mapping[str, Any] | None = None) -> str:
-    """``name``, then the parameters whose value differs from the registry default (``k=v · k=v``)."""
+    """``name``, then each parameter whose value differs from the registry default, one ``k=v`` per line
+    (narrow columns never run into each other)."""
     from .registry import METHODS
 
     defaults = METHODS[name].defaults if name in METHODS else {}
     changed = [f"{k}={v}" for k, v in (params or {}).items() if k not in defaults or defaults[k] != v]
-    return name if not changed else f"{name}\n{' · '.join(changed)}"
+    return "\n".join([name, *changed])
 
 
 def prediction_labels(
@@ -264,16 +265,10 @@ def iou_curves(
     for name, curves in results.items():
         ls, mk = next(styles)
         ax.plot(t, curves.mean(0).cpu().numpy(), ls=ls, marker=mk, ms=3.5, label=f"{name} ({_score(curves):.1f})")
-    greys = cycle(["0.25", "0.45", "0.65"])
+    greys = cycle([("0.15", (0, (5, 2))), ("0.4", (0, (3, 2))), ("0.6", (0, (1, 1.5))), ("0.75", (0, (6, 2, 1, 2)))])
     for name, curves in (references or {}).items():
-        ax.plot(
-            t,
-            curves.mean(0).cpu().numpy(),
-            ls=(0, (4, 2)),
-            color=next(greys),
-            lw=1.2,
-            label=f"{name} ({_score(curves):.1f})",
-        )
+        grey, dash = next(greys)
+        ax.plot(t, curves.mean(0).cpu().numpy(), ls=dash, color=grey, lw=1.3, label=f"{name} ({_score(curves):.1f})")
     ax.set_xlabel("threshold τ")
     ax.set_ylabel("mean IoU")
     ax.legend(fontsize=7, title="mean IoU ×100", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -326,20 +321,25 @@ def kl_steps(steps: Any, class_names: Sequence[str], i: int = 0) -> Figure:
 
 
 class Table:
-    """A small table that reads as aligned text (``print``, checked notebook cells) and as HTML in Jupyter."""
+    """A small table that reads as aligned text (``print``, checked notebook cells) and as HTML in Jupyter.
 
-    def __init__(self, rows: Sequence[Sequence[Any]], header: Sequence[str], title: str = "", floatfmt: str = ".1f"):
+    ``floatfmt``: one format for every float, or one per column.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Sequence[Any]],
+        header: Sequence[str],
+        title: str = "",
+        floatfmt: str | Sequence[str] = ".1f",
+    ):
         if any(len(r) != len(header) for r in rows):
             raise ValueError(f"every row needs {len(header)} cells, one per column of {list(header)}")
-        self.header, self.title, self.floatfmt = list(header), title, floatfmt
-        self.rows = [[self._cell(v) for v in r] for r in rows]
-
-    def _cell(self, value: Any) -> str:
-        if isinstance(value, Tensor):
-            value = value.item()
-        if isinstance(value, float):
-            return format(value, self.floatfmt)
-        return str(value)
+        fmts = [floatfmt] * len(header) if isinstance(floatfmt, str) else list(floatfmt)
+        if len(fmts) != len(header):
+            raise ValueError(f"floatfmt needs one format per column ({len(header)}), got {len(fmts)}")
+        self.header, self.title = list(header), title
+        self.rows = [[_cell(v, f) for v, f in zip(r, fmts, strict=True)] for r in rows]
 
     def __str__(self) -> str:
         cols = list(zip(self.header, *self.rows, strict=True))
@@ -365,6 +365,12 @@ class Table:
         return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _cell(value: Any, fmt: str) -> str:
+    if isinstance(value, Tensor):
+        value = value.item()
+    return format(value, fmt) if isinstance(value, float) else str(value)
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text.replace("%", "").replace("×", ""))
@@ -373,6 +379,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str], title: str = "", floatfmt: str = ".1f") -> Table:
-    """A :class:`Table` of ``rows`` under ``header``; floats are written with ``floatfmt``."""
+def table(
+    rows: Sequence[Sequence[Any]], header: Sequence[str], title: str = "", floatfmt: str | Sequence[str] = ".1f"
+) -> Table:
+    """A :class:`Table` of ``rows`` under ``header``; floats are written with ``floatfmt`` (one, or one per column)."""
     return Table(rows, header, title, floatfmt)

@@ -92,7 +92,7 @@ def test_method_title_names_only_parameters_that_differ_from_the_defaults() -> N
     assert viz.method_title("gradcam") == "gradcam"
     assert viz.method_title("gradcam", {"layer": None}) == "gradcam"  # the default itself is not news
     title = viz.method_title("kl_dve", {"reading": "gradient", "layer": "relu5_2", "temperature": 1.0})
-    assert title == "kl_dve\nreading=gradient · layer=relu5_2"
+    assert title == "kl_dve\nreading=gradient\nlayer=relu5_2"
 
 
 def _linear_model() -> nn.Module:
@@ -128,6 +128,13 @@ def test_compare_methods_shows_what_explain_computes_with_labelled_columns() -> 
     kl_map = dh.explain("kl_dve", model, x, reading="gradient")[0].numpy()
     np.testing.assert_allclose(panels[0, 2].images[1].get_array(), kl_map, atol=1e-6)
     assert [ax.get_title() for ax in panels[0]] == ["image", "gradcam", "kl_dve\nreading=gradient"]
+    # long titles of neighbouring columns do not run into each other
+    fig2 = viz.compare_methods(
+        model, x, [("kl_dve", {"reading": r, "layer": "relu5_2"}) for r in ("gradient", "elementwise")]
+    )
+    boxes = _boxes(fig2, [ax.title for ax in fig2.axes[1:3]])
+    assert not boxes[0].overlaps(boxes[1])
+    plt.close(fig2)
     assert panels[1, 0].get_ylabel().startswith("true: c2\npred: c")
     plt.close(fig)
 
@@ -137,7 +144,7 @@ def test_iou_curves_keep_coinciding_curves_apart_and_draw_references_grey() -> N
     ax = viz.iou_curves({"a": same, "b": same.clone()}, references={"mask": torch.ones(3, 19, dtype=torch.float64)})
     a, b, ref = ax.get_lines()
     assert (a.get_linestyle(), a.get_marker()) != (b.get_linestyle(), b.get_marker())
-    assert ref.get_color() in ("0.25",) and ref.get_linestyle() == "--"
+    assert ref.get_color() == "0.15" and ref.get_linestyle() == "--"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a (50.0)", "b (50.0)", "mask (100.0)"]
     plt.close(ax.figure)
 
@@ -155,6 +162,9 @@ def test_table_reads_as_aligned_text_and_as_escaped_html() -> None:
     ]
     assert "<td>alexnet &lt;s&gt;</td>" in t._repr_html_() and "<caption" in t._repr_html_()
     assert str(viz.table([(0.12345,)], ["x"], floatfmt=".3f")).splitlines()[-1] == "0.123"
+    assert str(viz.table([(0.12345, 0.12345)], ["x", "y"], floatfmt=[".1f", ".3f"])).splitlines()[-1] == "0.1  0.123"
+    with pytest.raises(ValueError, match="one format per column"):
+        viz.table([(1.0, 2.0)], ["a", "b"], floatfmt=[".1f"])
     with pytest.raises(ValueError, match="every row needs 2 cells"):
         viz.table([(1, 2, 3)], ["a", "b"])
 
