@@ -12,6 +12,7 @@ normalises to all zeros, so ``{h ≥ τ}`` is empty for every ``τ > 0`` and its
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +35,8 @@ __all__ = [
     "reference_maps",
     "correlation",
     "class_sensitivity",
+    "Sensitivity",
+    "salient_shares",
     "confusions",
 ]
 
@@ -108,13 +111,28 @@ def salient_parts(heatmaps: Tensor, parts: Tensor, n_parts: int, threshold: floa
     return counts / hot.sum(1, keepdim=True).clamp_min(1)
 
 
+def salient_shares(
+    heatmaps: Tensor, parts: Tensor, groups: Mapping[str, Sequence[str]], threshold: float = 0.5
+) -> dict[str, Tensor]:
+    """:func:`salient_parts` summed over named groups of parts of :data:`dvehelpers.data.PARTS`: for each group,
+    the share of every image's salient pixels that land on it (B). E.g. ``{"petals": ["petals"],
+    "stem + leaves": ["stem", "leaves"]}``."""
+    from .data import PARTS
+
+    unknown = sorted({p for names in groups.values() for p in names} - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown part(s) {unknown}; valid: {', '.join(PARTS)}")
+    share = salient_parts(heatmaps, parts, len(PARTS), threshold)
+    return {g: share[:, [PARTS.index(p) for p in names]].sum(1) for g, names in groups.items()}
+
+
 #: Reference maps that make a score readable (:func:`reference_maps`).
 REFERENCES = {
     "constant": "one value everywhere: normalises to zeros, so no pixel reaches any τ > 0 (the floor, 0)",
     "centre": "a centred Gaussian, σ = a quarter of the side: where objects usually are, with no image seen",
     "random": "uniform noise, seeded",
-    "mask_lowres": "the mask averaged onto an h×w grid and upsampled bilinearly: a perfect map at a layer of "
-    "that resolution",
+    "mask_lowres": "the mask averaged onto an h×w grid and upsampled bilinearly: the mask as a layer of that "
+    "resolution sees it (a reference, not an upper bound: the score also depends on the map's values)",
     "mask": "the ground-truth mask itself (the ceiling, 100)",
 }
 
@@ -124,7 +142,8 @@ def reference_maps(kind: str, masks: Tensor, grid: tuple[int, int] | None = None
 
     ``grid`` (h, w) is required for ``"mask_lowres"``: the resolution of the explained layer (7×7 for the
     small VGG's ``relu5_2`` at 112²). Area averaging then bilinear upsampling is what a CAM at that layer
-    does to a perfect low-resolution map.
+    does to the mask; it indicates what that resolution allows, but it is no bound (a sharper monotone
+    transform of it can score higher).
     """
     if kind not in REFERENCES:
         raise ValueError(f"unknown reference {kind!r}; valid: {', '.join(REFERENCES)}")
@@ -162,6 +181,19 @@ def correlation(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(den > 0, r, same.double())
 
 
+@dataclass
+class Sensitivity:
+    """:func:`class_sensitivity`'s result, B×(K−1) each: the correlations ``r`` and which other-class maps are
+    ``empty`` (constant: nothing is salient for that class, e.g. Grad-CAM after its ReLU)."""
+
+    r: Tensor
+    empty: Tensor
+
+    def mean(self, skip_empty: bool = False) -> float:
+        """Mean correlation over all pairs, or over the pairs whose other-class map is not empty."""
+        return float(self.r[~self.empty].mean() if skip_empty else self.r.mean())
+
+
 def class_sensitivity(
     model: torch.nn.Module,
     images: Tensor,
@@ -169,12 +201,13 @@ def class_sensitivity(
     params: dict[str, Any] | None = None,
     batch_size: int = 32,
     progress: bool = True,
-) -> Tensor:
-    """How much a method's map changes with the explained class: B×(K−1) correlations.
+) -> Sensitivity:
+    """How much a method's map changes with the explained class.
 
-    Column ``o − 1`` is the :func:`correlation` of the map for each image's top-1 class ĉ with the map
-    for class ``(ĉ + o) mod K``, o = 1…K−1. A class-specific method should give correlations well below 1;
-    a map that ignores the class gives exactly 1.
+    ``r[i, o − 1]`` is the :func:`correlation` of image i's map for its top-1 class ĉ with its map for class
+    ``(ĉ + o) mod K``, o = 1…K−1: about 1 for a map that ignores the class, well below 1 for a class-specific
+    one. An other-class map that is constant (``empty``) counts as r = 0 — the map changed, by vanishing —
+    so read ``r`` together with how often that happens.
     """
     from tqdm.auto import tqdm
 
@@ -185,14 +218,20 @@ def class_sensitivity(
     params = params or {}
     k = num_classes(model)
     dev = next(model.parameters()).device
-    out = []
+    rs, empties = [], []
     for i in tqdm(range(0, len(images), batch_size), desc=f"{method}: {k} classes", disable=not progress):
         x = images[i : i + batch_size].to(dev)
         top1 = predict(model, x).to(dev)
         ref = explain(method, model, x, top1, **params)
         others = [explain(method, model, x, (top1 + o) % k, **params) for o in range(1, k)]
-        out.append(torch.stack([correlation(ref, other) for other in others], 1))
-    return torch.cat(out)
+        rs.append(torch.stack([correlation(ref, other) for other in others], 1))
+        empties.append(torch.stack([_constant(other) for other in others], 1))
+    return Sensitivity(torch.cat(rs), torch.cat(empties))
+
+
+def _constant(maps: Tensor) -> Tensor:
+    flat = maps.flatten(1)
+    return (flat == flat[:, :1]).all(1)
 
 
 def confusions(labels: Tensor, predictions: Tensor, class_names: Sequence[str]) -> list[tuple[str, str, int]]:
@@ -223,7 +262,7 @@ def _explained(
     images: Tensor,
     method: str,
     params: Mapping[str, Any],
-    target: Tensor | None,
+    target: Tensor | int | None,
     batch_size: int,
 ) -> Iterator[tuple[int, Tensor]]:
     """``(start, heatmaps)`` for consecutive batches of ``images``, explained on the model's device."""
@@ -231,7 +270,7 @@ def _explained(
 
     dev = next(model.parameters()).device
     for i in range(0, len(images), batch_size):
-        t = None if target is None else target[i : i + batch_size].to(dev)
+        t = target if target is None or isinstance(target, int) else target[i : i + batch_size].to(dev)
         yield i, explain(method, model, images[i : i + batch_size].to(dev), t, **params)
 
 
@@ -240,11 +279,13 @@ def heatmaps(
     images: Tensor,
     method: str,
     params: Mapping[str, Any] | None = None,
-    target: Tensor | None = None,
+    target: Tensor | int | None = None,
     batch_size: int = 32,
     progress: bool = False,
 ) -> Tensor:
-    """``method``'s maps (N×H×W, on the model's device) for a whole set, explained in batches."""
+    """``method``'s maps (N×H×W, on the model's device) for a whole set, explained in batches.
+
+    ``target``: None (each image's top-1 class), one class for every image, or one class per image."""
     from tqdm.auto import tqdm
 
     batches = _explained(model, images, method, params or {}, target, batch_size)
@@ -266,7 +307,7 @@ def evaluate(
     images: Tensor,
     masks: Tensor,
     methods: Jobs,
-    target: Tensor | None = None,
+    target: Tensor | int | None = None,
     thresholds: Tensor | None = None,
     params: Mapping[str, Mapping[str, Any]] | None = None,
     batch_size: int = 32,
@@ -295,5 +336,6 @@ def evaluate(
 
 
 def summary(results: dict[str, Tensor]) -> dict[str, float]:
-    """Mean IoU ×100 per method (mean over images, then thresholds) from :func:`evaluate`'s curves."""
-    return {m: float(curves.mean(0).mean() * 100) for m, curves in results.items()}
+    """Mean IoU ×100 per method (mean over images, then thresholds) from :func:`evaluate`'s curves, best first."""
+    scores = {m: float(curves.mean(0).mean() * 100) for m, curves in results.items()}
+    return dict(sorted(scores.items(), key=lambda kv: -kv[1]))

@@ -30,6 +30,8 @@ __all__ = [
     "layer_names",
     "resolve_layer",
     "layer_shape",
+    "has_weights",
+    "how_to_get",
     "default_cam_layer",
     "num_classes",
     "without_inplace",
@@ -224,18 +226,42 @@ def _load_state(model: nn.Module, state: dict[str, Any], path: Path) -> None:
     model.load_state_dict(state, assign=True)
 
 
+def _cached_weights(arch: str) -> Path:
+    weights, _ = _IMAGENET[arch]
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def has_weights(name: str) -> bool:
+    """Whether the ImageNet weights of ``name`` (``"vgg16"``, ``"alexnet-imagenet"``) are in the torch hub cache."""
+    if name not in _IMAGENET:
+        raise ValueError(f"{name!r} has no ImageNet weights; valid: {', '.join(_IMAGENET)}")
+    return _cached_weights(name).is_file()
+
+
+def how_to_get(names: Sequence[str]) -> str:
+    """One message that says how to get the ImageNet weights of every model in ``names`` (nothing is downloaded)."""
+    unknown = [n for n in names if n not in _IMAGENET]
+    if unknown:
+        raise ValueError(f"{unknown} have no ImageNet weights; valid: {', '.join(_IMAGENET)}")
+    files = [_cached_weights(n) for n in names]
+    calls = "; ".join(
+        f"torchvision.models.{_IMAGENET[n][0].__class__.__name__[:-8].lower()}(weights='IMAGENET1K_V1')" for n in names
+    )
+    return (
+        f"ImageNet weights for {', '.join(map(repr, names))} are not in the torch hub cache ({files[0].parent}). "
+        f"Nothing is downloaded automatically. To get them, with internet, run once:\n"
+        f'    python -c "import torchvision; {calls}"\n'
+        f"or copy {', '.join(f.name for f in files)} into {files[0].parent}, or pass a file's path to "
+        f"dh.models.load()."
+    )
+
+
 def _load_imagenet(arch: str, path: Path | None, map_location: str | torch.device) -> nn.Module:
     weights, _ = _IMAGENET[arch]
     if path is None:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        path = _cached_weights(arch)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"ImageNet weights for {arch!r} are not in the torch hub cache ({path}). Nothing is "
-                f"downloaded automatically. To get them, with internet, run once:\n"
-                f'    python -c "import torchvision; torchvision.models.{weights.__class__.__name__[:-8].lower()}'
-                f"(weights='IMAGENET1K_V1')\"\n"
-                f"or copy {Path(weights.url).name} into {path.parent}, or pass its path to dh.models.load()."
-            )
+            raise FileNotFoundError(how_to_get([arch]))
     model = _skeleton(arch)
     _load_state(model, _read(path, map_location), path)
     model.meta = {"weights": str(weights), "categories": list(weights.meta["categories"])}  # type: ignore[attr-defined]

@@ -127,24 +127,25 @@ def method_title(name: str, params: Mapping[str, Any] | None = None) -> str:
 
 
 def prediction_labels(
-    model: nn.Module,
+    model: nn.Module | Mapping[str, nn.Module],
     images: Tensor,
     labels: Tensor | Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
 ) -> list[str]:
     """A row label per image: ``true: c`` (when ``labels`` are given) and ``pred: ĉ (p)`` with its softmax
-    probability."""
+    probability — one ``name: ĉ (p)`` line per model when ``model`` is a mapping ``name -> model``."""
     from .models import num_classes
     from .train import probabilities
 
-    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes(model))]
-    probs = probabilities(model, images)
-    p, pred = probs.max(1)
-    out = []
-    for i in range(len(images)):
-        line = f"pred: {names[int(pred[i])]} ({float(p[i]):.2f})"
-        out.append(line if labels is None else f"true: {names[int(labels[i])]}\n{line}")
-    return out
+    models = model if isinstance(model, Mapping) else {"pred": model}
+    first = next(iter(models.values()))
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes(first))]
+    lines = [[] if labels is None else [f"true: {names[int(labels[i])]}"] for i in range(len(images))]
+    for tag, net in models.items():
+        p, pred = probabilities(net, images).max(1)
+        for i, rows in enumerate(lines):
+            rows.append(f"{tag}: {names[int(pred[i])]} ({float(p[i]):.2f})")
+    return ["\n".join(rows) for rows in lines]
 
 
 def grid(
@@ -251,27 +252,46 @@ def iou_curves(
     ax: Axes | None = None,
     references: Mapping[str, Tensor] | None = None,
 ) -> Axes:
-    """Mean IoU against threshold for every method of :func:`dvehelpers.evaluate.evaluate`'s results.
+    """Mean IoU ×100 against threshold for every method of :func:`dvehelpers.evaluate.evaluate`'s results.
 
-    Every curve has its own line style and marker, so curves that coincide stay visible; ``references``
-    (same form, e.g. from :func:`dvehelpers.evaluate.reference_maps`) are drawn in grey, dashed.
+    Methods are coloured lines with their own markers, placed at staggered thresholds so that curves which
+    coincide stay visible; ``references`` (same form, e.g. from :func:`dvehelpers.evaluate.reference_maps`)
+    are grey and dashed, and only they are.
     """
     from .evaluate import THRESHOLDS
 
     t = (THRESHOLDS if thresholds is None else thresholds).cpu().numpy()
     if ax is None:
-        _, ax = plt.subplots(figsize=(6.5, 3.6), layout="constrained")
-    styles = cycle([(ls, mk) for mk in "os^vDP" for ls in ("-", "--", ":")])
-    for name, curves in results.items():
-        ls, mk = next(styles)
-        ax.plot(t, curves.mean(0).cpu().numpy(), ls=ls, marker=mk, ms=3.5, label=f"{name} ({_score(curves):.1f})")
+        _, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+    colours = [c for c in plt.get_cmap("tab10").colors if len(set(np.round(c, 3))) > 1]  # tab10 without its grey
+    markers = "osD^vP*Xh<>"
+    for k, (name, curves) in enumerate(results.items()):
+        ax.plot(
+            t,
+            curves.mean(0).cpu().numpy() * 100,
+            color=colours[k % len(colours)],
+            marker=markers[k % len(markers)],
+            markevery=(k % 3, 3),
+            ms=4.5,
+            lw=1.4,
+            label=f"{name} ({_score(curves):.1f})",
+        )
     greys = cycle([("0.15", (0, (5, 2))), ("0.4", (0, (3, 2))), ("0.6", (0, (1, 1.5))), ("0.75", (0, (6, 2, 1, 2)))])
     for name, curves in (references or {}).items():
         grey, dash = next(greys)
-        ax.plot(t, curves.mean(0).cpu().numpy(), ls=dash, color=grey, lw=1.3, label=f"{name} ({_score(curves):.1f})")
+        ax.plot(
+            t, curves.mean(0).cpu().numpy() * 100, ls=dash, color=grey, lw=1.3, label=f"{name} ({_score(curves):.1f})"
+        )
     ax.set_xlabel("threshold τ")
-    ax.set_ylabel("mean IoU")
-    ax.legend(fontsize=7, title="mean IoU ×100", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_ylabel("mean IoU ×100")
+    ax.legend(
+        fontsize=7,
+        title="mean over τ, ×100",
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        handlelength=3.5,
+    )
     return ax
 
 

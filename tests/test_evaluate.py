@@ -143,15 +143,36 @@ def test_class_sensitivity_reads_one_for_a_class_agnostic_method_and_matches_a_l
 
     model, x = small("vgg", dtype=torch.float32), seeded_images(2, b=3, dtype=torch.float32)
     agnostic = evaluate.class_sensitivity(model, x, "activation", progress=False)
-    assert agnostic.shape == (3, 5) and torch.equal(agnostic, torch.ones(3, 5, dtype=torch.float64))
+    assert agnostic.r.shape == (3, 5) and torch.equal(agnostic.r, torch.ones(3, 5, dtype=torch.float64))
+    assert not agnostic.empty.any() and agnostic.mean() == 1.0
     got = evaluate.class_sensitivity(model, x, "gradcam", {"layer": "relu4_2"}, batch_size=2, progress=False)
     top1 = dh.train.predict(model, x)
     for i in range(3):  # one image and one class at a time, the other classes in offset order
         ref = dh.explain("gradcam", model, x[i : i + 1], int(top1[i]), layer="relu4_2")
         for o in range(1, 6):
             other = dh.explain("gradcam", model, x[i : i + 1], (int(top1[i]) + o) % 6, layer="relu4_2")
-            assert got[i, o - 1].item() == pytest.approx(evaluate.correlation(ref, other).item(), abs=1e-5)
-    assert (got < 0.999).any()  # Grad-CAM does change with the class
+            assert got.r[i, o - 1].item() == pytest.approx(evaluate.correlation(ref, other).item(), abs=1e-5)
+            assert got.empty[i, o - 1].item() == bool(other.max() == other.min())
+    assert (got.r < 0.999).any()  # Grad-CAM does change with the class
+
+
+def test_sensitivity_mean_can_skip_empty_maps() -> None:
+    s = evaluate.Sensitivity(torch.tensor([[0.0, 0.8], [0.6, 0.0]]), torch.tensor([[True, False], [False, True]]))
+    assert s.mean() == pytest.approx(0.35) and s.mean(skip_empty=True) == pytest.approx(0.7)
+
+
+def test_salient_shares_group_the_parts() -> None:
+    from dvehelpers.data import PARTS
+
+    parts = torch.full((1, 2, 4), PARTS.index("background"))
+    parts[0, 0, :2] = PARTS.index("stem")
+    parts[0, 1, :1] = PARTS.index("leaves")
+    heat = torch.ones(1, 2, 4)
+    heat[0, 1, 3] = 0.0  # seven salient pixels: three on the plant, four on the background
+    got = evaluate.salient_shares(heat, parts, {"plant": ["stem", "leaves"], "bg": ["background"]})
+    assert got["plant"].tolist() == [pytest.approx(3 / 7)] and got["bg"].tolist() == [pytest.approx(4 / 7)]
+    with pytest.raises(ValueError, match="unknown part"):
+        evaluate.salient_shares(heat, parts, {"x": ["root"]})
 
 
 def test_confusions_list_the_off_diagonal_counts_largest_first() -> None:
@@ -170,9 +191,13 @@ def test_heatmaps_and_labelled_jobs_equal_explain_on_the_whole_set() -> None:
     images, labels, masks = dh.data.render("single-6c", 7, size=112, seed=4)
     heat = evaluate.heatmaps(model, images, "gradcam", {"layer": "relu4"}, target=labels, batch_size=3)
     torch.testing.assert_close(heat, dh.explain("gradcam", model, images, labels, layer="relu4"))
+    fixed = evaluate.heatmaps(model, images, "gradcam", target=2, batch_size=3)  # one class for every image
+    torch.testing.assert_close(fixed, dh.explain("gradcam", model, images, 2))
     jobs = {"cam 4": ("gradcam", {"layer": "relu4"}), "cam 5": ("gradcam", {})}
     res = evaluate.evaluate(model, images, masks, jobs, target=labels, batch_size=3, progress=False)
     assert list(res) == ["cam 4", "cam 5"]
+    scores = evaluate.summary(res)
+    assert list(scores.values()) == sorted(scores.values(), reverse=True)  # best first
     torch.testing.assert_close(res["cam 4"], evaluate.per_image_iou(heat, masks))
     torch.testing.assert_close(
         res["cam 5"], evaluate.per_image_iou(dh.explain("gradcam", model, images, labels), masks)

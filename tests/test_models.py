@@ -233,3 +233,18 @@ def test_layer_shape_equals_the_module_outputs() -> None:
     assert dh.models.layer_shape(vgg, "relu5_2") == tuple(vgg.features[: relu5_2 + 1](x).shape[1:]) == (128, 7, 7)
     assert dh.models.layer_shape(vgg, "pool5", size=(64, 96)) == (128, 2, 3)
     assert dh.models.layer_shape(vgg, "fc7") == (256,)
+
+
+def test_one_message_says_how_to_get_every_missing_imagenet_model(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert not dh.models.has_weights("vgg16") and not dh.models.has_weights("alexnet-imagenet")
+    msg = dh.models.how_to_get(["vgg16", "alexnet-imagenet"])
+    assert msg.count("python -c") == 1  # said once, for both
+    assert "models.vgg16(weights='IMAGENET1K_V1'); torchvision.models.alexnet(weights='IMAGENET1K_V1')" in msg
+    assert "vgg16-397923af.pth, alexnet-owt-7be5be79.pth" in msg
+    cached = tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    cached.parent.mkdir(parents=True)
+    cached.touch()
+    assert dh.models.has_weights("alexnet-imagenet") and not dh.models.has_weights("vgg16")
+    with pytest.raises(ValueError, match="valid: vgg16, alexnet-imagenet"):
+        dh.models.has_weights("vgg")

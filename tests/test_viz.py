@@ -110,6 +110,10 @@ def test_prediction_labels_show_true_class_prediction_and_softmax_probability() 
     p1 = float(torch.tensor([-1.0, 0.0, 1.0]).softmax(0)[2])  # 0.665
     assert got == [f"true: a\npred: a ({p0:.2f})", f"true: b\npred: c ({p1:.2f})"]
     assert viz.prediction_labels(_linear_model(), images[:1]) == [f"pred: 0 ({p0:.2f})"]
+    flipped = _linear_model()
+    flipped[1].weight.data.neg_()  # logits (−x̄, 0, x̄)
+    two = viz.prediction_labels({"A": _linear_model(), "B": flipped}, images[:1], [0], ["a", "b", "c"])
+    assert two == [f"true: a\nA: a ({p0:.2f})\nB: c ({p0:.2f})"]
 
 
 def test_compare_methods_shows_what_explain_computes_with_labelled_columns() -> None:
@@ -139,13 +143,21 @@ def test_compare_methods_shows_what_explain_computes_with_labelled_columns() -> 
     plt.close(fig)
 
 
-def test_iou_curves_keep_coinciding_curves_apart_and_draw_references_grey() -> None:
+def test_iou_curves_keep_coinciding_curves_apart_and_only_references_grey() -> None:
     same = torch.full((3, 19), 0.5, dtype=torch.float64)
-    ax = viz.iou_curves({"a": same, "b": same.clone()}, references={"mask": torch.ones(3, 19, dtype=torch.float64)})
-    a, b, ref = ax.get_lines()
-    assert (a.get_linestyle(), a.get_marker()) != (b.get_linestyle(), b.get_marker())
-    assert ref.get_color() == "0.15" and ref.get_linestyle() == "--"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a (50.0)", "b (50.0)", "mask (100.0)"]
+    methods = {f"m{k}": same.clone() for k in range(9)}
+    ax = viz.iou_curves(methods, references={"mask": torch.ones(3, 19, dtype=torch.float64)})
+    *lines, ref = ax.get_lines()
+    np.testing.assert_allclose(lines[0].get_ydata(), 50.0)  # ×100, like the legend
+    assert len({(ln.get_color(), ln.get_marker()) for ln in lines}) == 9
+    assert len({str(ln.get_markevery()) for ln in lines[:3]}) == 3  # markers at staggered thresholds
+    grey = {"0.15", "0.4", "0.6", "0.75"}
+    assert ref.get_color() in grey and ref.get_linestyle() == "--"
+    assert all(
+        ln.get_linestyle() == "-" and len(set(np.round(matplotlib.colors.to_rgb(ln.get_color()), 3))) > 1
+        for ln in lines
+    )
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-2:] == ["m8 (50.0)", "mask (100.0)"]
     plt.close(ax.figure)
 
 
