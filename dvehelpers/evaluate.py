@@ -101,14 +101,15 @@ def salient_area(heatmaps: Tensor, threshold: float = 0.5) -> Tensor:
 def salient_parts(heatmaps: Tensor, parts: Tensor, n_parts: int, threshold: float = 0.5) -> Tensor:
     """Where the salient region lands: for each image, the fraction of its salient pixels (normalised heat
     ≥ ``threshold``) that show each part id ``0..n_parts−1`` of the B×H×W part map ``parts`` (B×n_parts;
-    a row sums to 1, or to 0 when nothing is salient). With :data:`dvehelpers.data.PARTS` it answers
-    "on the petals, the stem or the background?"."""
+    a row sums to 1, or is NaN — undefined — when nothing is salient, e.g. an empty Grad-CAM map). With
+    :data:`dvehelpers.data.PARTS` it answers "on the petals, the stem or the background?"."""
     if parts.shape != heatmaps.shape:
         raise ValueError(f"parts must be shaped like the heatmaps {tuple(heatmaps.shape)}, got {tuple(parts.shape)}")
     hot = (normalize(heatmaps) >= threshold).flatten(1).to(heatmaps.dtype)
     counts = torch.zeros(hot.shape[0], n_parts, dtype=hot.dtype, device=hot.device)
     counts.scatter_add_(1, parts.flatten(1).long().to(hot.device), hot)
-    return counts / hot.sum(1, keepdim=True).clamp_min(1)
+    total = hot.sum(1, keepdim=True)
+    return torch.where(total > 0, counts / total.clamp_min(1), torch.nan)
 
 
 def salient_shares(
@@ -294,12 +295,14 @@ def heatmaps(
 
 
 def per_class(values: Tensor, labels: Tensor, n_classes: int) -> Tensor:
-    """The mean of ``values`` (N×…) over the images of each class: n_classes×… (NaN for a class with none)."""
+    """The mean of ``values`` (N×…) over the images of each class, NaN entries left out: n_classes×… (NaN
+    where a class has no defined value)."""
     labels = labels.to(values.device).long()
+    defined = ~values.isnan()
     sums = torch.zeros(n_classes, *values.shape[1:], dtype=values.dtype, device=values.device)
-    sums.index_add_(0, labels, values)
-    counts = torch.bincount(labels, minlength=n_classes).to(values.dtype)
-    return sums / counts.view(-1, *[1] * (values.ndim - 1))
+    sums.index_add_(0, labels, torch.where(defined, values, 0))
+    counts = torch.zeros_like(sums).index_add_(0, labels, defined.to(values.dtype))
+    return sums / counts
 
 
 def evaluate(

@@ -96,7 +96,8 @@ def test_salient_parts_counts_where_the_hot_pixels_land() -> None:
     heat = torch.zeros(2, 4, 5)
     heat[0, 0, 2:5] = 1.0  # three hot pixels: one on part 0, two on part 2
     got = evaluate.salient_parts(heat, parts, n_parts=3)
-    torch.testing.assert_close(got, torch.tensor([[1 / 3, 0.0, 2 / 3], [0.0, 0.0, 0.0]]))  # nothing hot: zeros
+    torch.testing.assert_close(got[0], torch.tensor([1 / 3, 0.0, 2 / 3]))
+    assert got[1].isnan().all()  # nothing is salient: no share is defined
     with pytest.raises(ValueError, match="parts must be shaped like the heatmaps"):
         evaluate.salient_parts(heat, parts[:, :3], n_parts=3)
 
@@ -209,3 +210,5 @@ def test_per_class_means_by_hand() -> None:
     got = evaluate.per_class(values, torch.tensor([2, 0, 2, 0]), n_classes=3)
     torch.testing.assert_close(got[[0, 2]], torch.tensor([[5.0, 4.0], [3.0, 2.0]]))
     assert got[1].isnan().all()  # a class without images has no mean
+    values[1, 0] = torch.nan  # an undefined value is left out of its class's mean
+    torch.testing.assert_close(evaluate.per_class(values, torch.tensor([2, 0, 2, 0]), 3)[0], torch.tensor([7.0, 4.0]))
