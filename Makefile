@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m dvehelpers run
 
+# The browser test (tests/test_browser.py) runs when Chromium and Playwright are installed; the first line says.
 test: $(STAMP)
+	@$(BIN)/python -c "from tests.browser_harness import browser_test_status; print(browser_test_status())"
 	DVE_QUICK=1 $(BIN)/python -m pytest -q tests
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		DVE_QUICK=1 $(BIN)/python -m pytest -q --nbval-lax notebooks; \

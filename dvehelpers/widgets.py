@@ -1,26 +1,124 @@
 """An ipywidgets explorer built from the registry: method, image, target class and every method parameter.
 
 Each parameter spec (:class:`dvehelpers.registry.Param`) becomes one control; changing any control
-recomputes the map (``continuous_update=False`` on sliders, so a drag computes once, on release).
+recomputes the map (``continuous_update=False`` on sliders, so a drag computes once, on release). The figure
+says what it was drawn with (method, target with its probability, every parameter that differs from its
+registry default). An error in a redraw is shown in the explorer's red error area, never only in the kernel log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import html
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
+import traitlets
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .models import layer_names, num_classes
 from .registry import METHODS, Param, explain
-from .viz import mask_outline, overlay, signed_image, to_rgb
+from .train import probabilities
+from .viz import HEAT_LABEL, heat_colorbar, mask_outline, overlay, signed_image, to_rgb
 
-__all__ = ["param_widget", "widget_value", "Explorer", "explorer", "DatasetBrowser", "dataset_browser"]
+__all__ = [
+    "DEFAULT",
+    "OptionalNumber",
+    "param_widget",
+    "widget_value",
+    "Explorer",
+    "explorer",
+    "DatasetBrowser",
+    "dataset_browser",
+]
 
 
-def param_widget(spec: Param, model: nn.Module | None = None) -> W.ValueWidget:
+class _Default:
+    """The option value that stands for ``None`` ("top-1", "default") in a dropdown.
+
+    ipywidgets 8 treats a ``None`` value as "nothing selected" and shows an empty box, so dropdowns hold
+    this sentinel instead and :func:`widget_value` / :class:`Explorer` turn it back into ``None``.
+    """
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT = _Default()
+
+
+def _option(value: Any) -> Any:
+    return DEFAULT if value is None else value
+
+
+def _unwrap(value: Any) -> Any:
+    return None if value is DEFAULT else value
+
+
+def _dropdown(options: Sequence[tuple[str, Any]], value: Any, **kwargs: Any) -> W.Dropdown:
+    """A dropdown whose ``None`` option values are stored as :data:`DEFAULT` (so the label shows)."""
+    return W.Dropdown(options=[(label, _option(v)) for label, v in options], value=_option(value), **kwargs)
+
+
+class OptionalNumber(W.HBox):
+    """A number that may also be ``None`` (the method's own default): an "auto" checkbox and a slider.
+
+    ``value`` is ``None`` while "auto" is ticked (the slider is then disabled), else the slider's value.
+    """
+
+    value = traitlets.Any(None)
+    description = traitlets.Unicode("")
+
+    def __init__(self, slider: W.ValueWidget, description: str, tooltip: str = "") -> None:
+        self.auto = W.Checkbox(value=True, description=f"{description}: auto", tooltip=tooltip, indent=False)
+        self.slider = slider
+        slider.disabled = True
+        super().__init__([self.auto, slider], description=description)
+        self.auto.observe(self._sync, names="value")
+        slider.observe(self._sync, names="value")
+
+    def _sync(self, change: Any = None) -> None:
+        self.slider.disabled = self.auto.value
+        self.value = None if self.auto.value else self.slider.value
+
+
+def _log_slider(spec: Param, common: dict[str, Any]) -> W.FloatLogSlider:
+    """A base-10 log slider over ``spec.range`` (100 steps), starting at the default or the geometric middle."""
+    lo, hi = (math.log10(v) for v in spec.range or (1.0, 10.0))
+    value = spec.default if spec.default is not None else 10 ** ((lo + hi) / 2)
+    return W.FloatLogSlider(
+        value=value,
+        base=10,
+        min=lo,
+        max=hi,
+        step=(hi - lo) / 100,
+        readout_format=".3g",
+        continuous_update=False,
+        **common,
+    )
+
+
+def _number_widget(spec: Param, common: dict[str, Any]) -> W.DOMWidget:
+    """A control for a ``float`` / ``int`` spec: log slider, linear slider, or a text box."""
+    if spec.log:
+        slider = _log_slider(spec, common)
+        return slider if spec.default is not None else OptionalNumber(slider, spec.name, spec.doc)
+    if spec.default is None:  # an optional number: empty text = the method's own default
+        return W.Text(value="", placeholder="default", continuous_update=False, **common)
+    if spec.range is not None:
+        lo, hi = spec.range
+        slider = W.IntSlider if spec.kind == "int" else W.FloatSlider
+        step = 1 if spec.kind == "int" else (hi - lo) / 100
+        return slider(value=spec.default, min=lo, max=hi, step=step, continuous_update=False, **common)
+    text = W.IntText if spec.kind == "int" else W.FloatText
+    return text(value=spec.default, continuous_update=False, **common)
+
+
+def param_widget(spec: Param, model: nn.Module | None = None) -> W.DOMWidget:
     """One control for a parameter spec, labelled with its name and described by its doc line."""
     common: dict[str, Any] = {
         "description": spec.name,
@@ -28,12 +126,12 @@ def param_widget(spec: Param, model: nn.Module | None = None) -> W.ValueWidget:
         "style": {"description_width": "initial"},
     }
     if spec.kind == "choice":
-        return W.Dropdown(options=list(spec.choices or ()), value=spec.default, **common)
+        return _dropdown([(str(c), c) for c in spec.choices or ()], spec.default, **common)
     if spec.kind == "bool":
         return W.Checkbox(value=bool(spec.default), **common)
     if spec.kind == "layer":
         names = layer_names(model) if model is not None else []
-        return W.Dropdown(options=[("default", None), *[(n, n) for n in names]], value=spec.default, **common)
+        return _dropdown([("default", None), *[(n, n) for n in names]], spec.default, **common)
     if spec.kind == "channels":
         return W.Text(
             value="" if spec.default is None else ",".join(map(str, spec.default)),
@@ -41,30 +139,65 @@ def param_widget(spec: Param, model: nn.Module | None = None) -> W.ValueWidget:
             continuous_update=False,
             **common,
         )
-    if spec.default is None:  # an optional number: empty text = the method's own default
-        return W.Text(value="", placeholder="default", continuous_update=False, **common)
-    slider = W.IntSlider if spec.kind == "int" else W.FloatSlider
-    if spec.range is not None:
-        lo, hi = spec.range
-        step = 1 if spec.kind == "int" else (hi - lo) / 100
-        return slider(value=spec.default, min=lo, max=hi, step=step, continuous_update=False, **common)
-    text = W.IntText if spec.kind == "int" else W.FloatText
-    return text(value=spec.default, continuous_update=False, **common)
+    return _number_widget(spec, common)
 
 
-def widget_value(spec: Param, widget: W.ValueWidget) -> Any:
-    """The parameter value a control holds (channel text ``"3, 17"`` -> ``[3, 17]``, empty -> None)."""
-    if spec.kind == "channels":
-        text = widget.value.strip()
-        return None if not text else [int(t) for t in text.replace(" ", "").split(",") if t]
-    if spec.kind in ("float", "int") and spec.default is None:
-        text = widget.value.strip()
-        return None if not text else (int(text) if spec.kind == "int" else float(text))
-    return widget.value
+def widget_value(spec: Param, widget: W.DOMWidget) -> Any:
+    """The parameter value a control holds (channel text ``"3, 17"`` -> ``[3, 17]``, empty or "default" -> None)."""
+    value = widget.value
+    if isinstance(widget, W.FloatLogSlider) and spec.range is not None:
+        return min(max(value, spec.range[0]), spec.range[1])  # 10**log10(x) may overshoot x by an ulp
+    if isinstance(widget, W.Text):
+        text = value.strip()
+        if spec.kind == "channels":
+            return None if not text else [int(t) for t in text.replace(" ", "").split(",") if t]
+        if spec.kind in ("float", "int"):
+            return None if not text else (int(text) if spec.kind == "int" else float(text))
+    return _unwrap(value)
+
+
+def _format(value: Any) -> str:
+    """A parameter value as a title shows it: ``relu4_1``, ``0.5``, ``[3, 17]``."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+@contextmanager
+def _reported(error: W.HTML) -> Iterator[None]:
+    """Show any exception escaping the block in ``error`` (type and message), then re-raise it."""
+    try:
+        yield
+    except Exception as err:
+        error.value = _error_html(f"{type(err).__name__}: {err}")
+        raise
+
+
+def _error_html(message: str) -> str:
+    return f"<span style='color:#b00'>{html.escape(message)}</span>"
+
+
+def _show(output: W.Output, fig: Figure) -> None:
+    """Replace what ``output`` shows with ``fig`` (inline backend: a PNG) and release the pyplot figure."""
+    output.clear_output(wait=True)
+    with output:
+        plt.show()
+    plt.close(fig)
+
+
+def _method_names(methods: Sequence[str] | None, method: str | None) -> list[str]:
+    """The explorer's methods (default: all registered), checked, with ``method`` among them."""
+    names = list(methods or sorted(METHODS))
+    unknown = [m for m in [*names, method] if m is not None and m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(sorted(METHODS))}")
+    if method is not None and method not in names:
+        raise ValueError(f"method {method!r} is not among the explorer's methods: {', '.join(names)}")
+    return names
 
 
 class Explorer:
-    """The explorer's state: controls, the output area and the last computed map (``result``)."""
+    """The explorer's state: controls, the output area, the last computed map (``result``) and ``figure``."""
 
     def __init__(
         self,
@@ -78,32 +211,49 @@ class Explorer:
     ) -> None:
         self.model, self.images, self.masks = model, images, masks
         self.display = images if display is None else display
-        names = list(methods or sorted(METHODS))
-        unknown = [m for m in names if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(sorted(METHODS))}")
-        k = class_names if class_names is not None else [str(i) for i in range(num_classes(model))]
+        names = _method_names(methods, method)
+        self.class_names = list(class_names or [str(i) for i in range(num_classes(model))])
         self.method = W.Dropdown(options=names, value=method or names[0], description="method")
         self.index = W.IntSlider(value=0, min=0, max=images.shape[0] - 1, description="image", continuous_update=False)
-        self.target = W.Dropdown(
-            options=[("top-1", None), *[(f"{i}: {n}", i) for i, n in enumerate(k)]],
-            value=None,
-            description="target",
-        )
+        classes = [(f"{i}: {n}", i) for i, n in enumerate(self.class_names)]
+        self.target = _dropdown([("top-1", None), *classes], None, description="target")
         self.params_box = W.VBox()
         self.output = W.Output()
+        self.output.add_class("dve-figure")
         self.error = W.HTML()
+        self.error.add_class("dve-error")
         self.result: Tensor | None = None
-        self.controls: dict[str, W.ValueWidget] = {}
+        self.figure: Figure | None = None
+        self.controls: dict[str, W.DOMWidget] = {}
         self.method.observe(self._on_method, names="value")
         for w in (self.index, self.target):
             w.observe(self._redraw, names="value")
         self.widget = W.VBox([W.HBox([self.method, self.index, self.target]), self.params_box, self.error, self.output])
+        self.widget.add_class("dve-explorer")
         self._on_method()
 
     def params(self) -> dict[str, Any]:
+        """The method's parameters as the controls set them (``None`` where a control says "default")."""
         spec = METHODS[self.method.value]
         return {name: widget_value(spec.param(name), w) for name, w in self.controls.items()}
+
+    def target_value(self) -> int | None:
+        """The class to explain: ``None`` for top-1."""
+        return _unwrap(self.target.value)
+
+    def title(self) -> str:
+        """What the figure shows: method, target (with its softmax probability) and non-default parameters."""
+        spec = METHODS[self.method.value]
+        parts = [spec.name, f"target: {self._target_text()}" if spec.class_specific else "class-agnostic"]
+        parts += [f"{k}={_format(v)}" for k, v in self.params().items() if v != spec.param(k).default]
+        return " · ".join(parts)
+
+    def _target_text(self) -> str:
+        i, target = self.index.value, self.target_value()
+        probs = probabilities(self.model, self.images[i : i + 1])[0]
+        c = int(probs.argmax()) if target is None else int(target)
+        text = f"{self.class_names[c]} (p={float(probs[c]):.2f})"
+        return f"top-1 = {text}" if target is None else text
 
     def _on_method(self, change: Any = None) -> None:
         spec = METHODS[self.method.value]
@@ -115,28 +265,38 @@ class Explorer:
         self._redraw()
 
     def _redraw(self, change: Any = None) -> None:
-        i = self.index.value
-        try:
-            params = self.params()
-            self.result = explain(self.method.value, self.model, self.images[i : i + 1], self.target.value, **params)
+        with _reported(self.error):
+            i = self.index.value
+            try:
+                params = self.params()
+                self.result = explain(
+                    self.method.value, self.model, self.images[i : i + 1], self.target_value(), **params
+                )
+            except (ValueError, TypeError) as err:  # a bad value typed into a control: say so, keep going
+                self.error.value = _error_html(str(err))
+                return
             self.error.value = ""
-        except (ValueError, TypeError) as err:  # a bad value typed into a control: say so, keep going
-            self.error.value = f"<span style='color:#b00'>{err}</span>"
-            return
-        self.output.clear_output(wait=True)
-        with self.output:
-            fig, ax = plt.subplots(1, 2, figsize=(6, 3))
-            ax[0].imshow(to_rgb(self.display[i]))
-            ax[0].set_axis_off()
-            if self.result.ndim == 4:
-                ax[1].imshow(to_rgb(signed_image(self.result)[0]))
-                ax[1].set_axis_off()
-            else:
-                overlay(ax[1], self.display[i], self.result[0])
-            if self.masks is not None:
-                mask_outline(ax[1], self.masks[i])
-            ax[1].set_title(self.method.value, fontsize=9)
-            plt.show()
+            self.figure = self._draw(i)
+            _show(self.output, self.figure)
+
+    def _draw(self, i: int) -> Figure:
+        """The image and its map, titled with :meth:`title`; a heatmap gets a colour bar."""
+        assert self.result is not None
+        fig, ax = plt.subplots(1, 2, figsize=(7, 3.3), layout="constrained")
+        ax[0].imshow(to_rgb(self.display[i]))
+        ax[0].set_title(f"image {i}", fontsize=9)
+        ax[0].set_axis_off()
+        if self.result.ndim == 4:
+            ax[1].imshow(to_rgb(signed_image(self.result)[0]))
+            ax[1].set_title("signed map (grey = 0)", fontsize=9)
+            ax[1].set_axis_off()
+        else:
+            overlay(ax[1], self.display[i], self.result[0], title="map")
+            heat_colorbar(fig, ax[1], label=HEAT_LABEL.replace(": ", ":\n"))  # two lines fit the bar's height
+        if self.masks is not None:
+            mask_outline(ax[1], self.masks[i])
+        fig.suptitle(self.title(), fontsize=9, wrap=True)
+        return fig
 
 
 def explorer(model: nn.Module, images: Tensor, **options: Any) -> Explorer:
@@ -157,12 +317,18 @@ class DatasetBrowser:
         self.angle = W.FloatSlider(value=0, min=0, max=359, step=1, description="angle °", continuous_update=False)
         self.scene = W.IntSlider(value=0, min=0, max=999, description="scene seed", continuous_update=False)
         self.output = W.Output()
+        self.output.add_class("dve-figure")
+        self.error = W.HTML()
+        self.error.add_class("dve-error")
         self.image: Tensor | None = None
         self.mask: Tensor | None = None
+        self.figure: Figure | None = None
         self.variant.observe(self._on_variant, names="value")
         for w in (self.label, self.angle, self.scene):
             w.observe(self._redraw, names="value")
-        self.widget = W.VBox([W.HBox([self.variant, self.label]), W.HBox([self.angle, self.scene]), self.output])
+        rows = [W.HBox([self.variant, self.label]), W.HBox([self.angle, self.scene]), self.error, self.output]
+        self.widget = W.VBox(rows)
+        self.widget.add_class("dve-browser")
         self._redraw()
 
     def _on_variant(self, change: Any = None) -> None:
@@ -177,20 +343,29 @@ class DatasetBrowser:
     def _redraw(self, change: Any = None) -> None:
         from .data import rotation_sweep
 
-        images, masks = rotation_sweep(
-            self.variant.value, self.label.value, [self.angle.value], self.scene.value, self.size
+        with _reported(self.error):
+            images, masks = rotation_sweep(
+                self.variant.value, self.label.value, [self.angle.value], self.scene.value, self.size
+            )
+            self.image, self.mask = images[0], masks[0]
+            self.error.value = ""
+            self.figure = self._draw()
+            _show(self.output, self.figure)
+
+    def _draw(self) -> Figure:
+        assert self.image is not None and self.mask is not None
+        fig, ax = plt.subplots(1, 2, figsize=(5, 2.8), layout="constrained")
+        ax[0].imshow(to_rgb(self.image))
+        ax[1].imshow(to_rgb(self.image))
+        mask_outline(ax[1], self.mask)
+        for a, t in zip(ax, ("image", "ground-truth mask"), strict=True):
+            a.set_axis_off()
+            a.set_title(t, fontsize=9)
+        fig.suptitle(
+            f"{self.variant.value} · {self.label.label} · angle {self.angle.value:g}° · scene {self.scene.value}",
+            fontsize=9,
         )
-        self.image, self.mask = images[0], masks[0]
-        self.output.clear_output(wait=True)
-        with self.output:
-            fig, ax = plt.subplots(1, 2, figsize=(5, 2.6))
-            ax[0].imshow(to_rgb(self.image))
-            ax[1].imshow(to_rgb(self.image))
-            mask_outline(ax[1], self.mask)
-            for a, t in zip(ax, ("image", "ground-truth mask"), strict=True):
-                a.set_axis_off()
-                a.set_title(t, fontsize=9)
-            plt.show()
+        return fig
 
 
 def _class_options(names: Sequence[str]) -> list[tuple[str, int]]:

@@ -71,6 +71,10 @@ def test_one_hot_target_with_1000_classes_stops_at_the_cap_and_says_so() -> None
     model = small("vgg", num_classes=1000, dtype=torch.float32)
     with pytest.warns(UserWarning, match="perplexity 30.0 is unreachable for 1000 of 1000 rows"):
         dh.explain("kl_dve", model, seeded_images(0, b=1, dtype=torch.float32), perplexity=30.0)
+    small6 = small("vgg", dtype=torch.float32)
+    with warnings.catch_warnings():  # the default (K/2) is unreachable by design and documented: no warning
+        warnings.simplefilter("error")
+        dh.explain("kl_dve", small6, seeded_images(0, b=1, dtype=torch.float32))
 
 
 def test_capped_bisection_matches_a_plain_loop() -> None:

@@ -37,30 +37,6 @@ def test_mask_outline_traces_the_planted_square() -> None:
     plt.close(fig)
 
 
-def test_grid_lays_out_images_maps_and_titles() -> None:
-    images = torch.rand(2, 3, 16, 16)
-    fig = viz.grid(
-        images,
-        [torch.rand(2, 16, 16), torch.randn(2, 3, 16, 16)],
-        row_titles=["a", "b"],
-        col_titles=["image", "map", "raw"],
-        masks=torch.ones(2, 16, 16),
-    )
-    axes = np.array(fig.axes).reshape(2, 3)
-    assert [ax.get_title() for ax in axes[0]] == ["image", "map", "raw"]
-    assert axes[1, 0].get_title(loc="left") == "b"
-    assert len(axes[0, 1].images) == 2 and len(axes[0, 2].images) == 1  # overlay vs signed image
-    plt.close(fig)
-
-
-def test_compare_methods_shows_what_explain_computes() -> None:
-    model, x = small("vgg", dtype=torch.float32), seeded_images(0, b=1, dtype=torch.float32)
-    fig = viz.compare_methods(model, x, ["gradcam", "gradient"])
-    heat = fig.axes[1].images[1].get_array()
-    np.testing.assert_allclose(heat, dh.explain("gradcam", model, x)[0].numpy(), atol=1e-6)
-    plt.close(fig)
-
-
 @pytest.mark.parametrize("name", sorted(dh.METHODS))
 def test_every_parameter_spec_gets_a_control(name: str) -> None:
     model = small("alexnet", dtype=torch.float32)
@@ -121,3 +97,113 @@ def test_dataset_browser_renders_what_it_shows() -> None:
     images, masks = dh.data.rotation_sweep("double-12c", 7, [90], 0, 48)
     assert torch.equal(b.image, images[0]) and torch.equal(b.mask, masks[0])
     assert len(b.label.options) == 12
+
+
+def _spy_explain(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object, dict]]:
+    """Record every (method, target, params) the explorer passes to ``explain``."""
+    calls: list[tuple[str, object, dict]] = []
+
+    def spy(name: str, model: torch.nn.Module, images: torch.Tensor, target: object = None, **params: object):
+        calls.append((name, target, params))
+        return dh.explain(name, model, images, target, **params)
+
+    monkeypatch.setattr(widgets, "explain", spy)
+    return calls
+
+
+def test_explorer_dropdowns_show_top1_and_default_and_pass_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _spy_explain(monkeypatch)
+    model, x = small("vgg", dtype=torch.float32), seeded_images(1, b=2, dtype=torch.float32)
+    ex = widgets.explorer(model, x, method="gradcam")
+    assert (ex.target.label, ex.target.index) == ("top-1", 0)  # ipywidgets 8 shows a None value as empty
+    assert (ex.controls["layer"].label, ex.controls["layer"].index) == ("default", 0)
+    assert calls[-1] == ("gradcam", None, {"layer": None})
+    ex.controls["layer"].value = "relu4_1"
+    ex.target.value = 3
+    assert calls[-1] == ("gradcam", 3, {"layer": "relu4_1"})
+    ex.controls["layer"].index = 0  # back to "default": None again
+    ex.target.index = 0
+    assert calls[-1] == ("gradcam", None, {"layer": None})
+
+
+def test_explorer_title_names_method_target_probability_and_changed_params() -> None:
+    model, x = small("vgg", dtype=torch.float32), seeded_images(1, b=3, dtype=torch.float32)
+    names = [f"c{i}" for i in range(6)]
+    ex = widgets.explorer(model, x, class_names=names, method="gradcam")
+    with torch.no_grad():
+        probs = torch.softmax(model(x[:1]), 1)[0]
+    top = int(probs.argmax())
+    assert ex.figure.get_suptitle() == f"gradcam · target: top-1 = c{top} (p={float(probs[top]):.2f})"
+    assert ex.figure.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
+    bar = ex.figure.axes[-1]  # the colour bar: 0 = least, 1 = most salient
+    assert (
+        len(ex.figure.axes) == 3 and bar.get_ylabel().replace("\n", " ") == viz.HEAT_LABEL and bar.get_ylim() == (0, 1)
+    )
+    ex.index.value = 2
+    ex.target.value = 4
+    ex.controls["layer"].value = "relu4_1"
+    with torch.no_grad():
+        p4 = float(torch.softmax(model(x[2:3]), 1)[0, 4])
+    assert ex.figure.get_suptitle() == f"gradcam · target: c4 (p={p4:.2f}) · layer=relu4_1"
+    ex.method.value = "guided_backprop"
+    ex.controls["output"].value = "raw"  # a signed image: no colour bar
+    assert ex.figure.get_suptitle() == f"guided_backprop · target: c4 (p={p4:.2f}) · output=raw"
+    assert len(ex.figure.axes) == 2
+    ex.method.value = "activation"
+    ex.controls["channels"].value = "3, 17"
+    assert ex.figure.get_suptitle() == "activation · class-agnostic · channels=[3, 17]"
+
+
+def test_log_specs_become_log_sliders() -> None:
+    spec = dh.Param("lam", 0.01, "sparsity weight", range=(1e-4, 1.0), log=True)
+    w = widgets.param_widget(spec)
+    assert isinstance(w, W.FloatLogSlider) and w.continuous_update is False
+    assert (w.base, w.min, w.max, w.value) == (10, -4.0, 0.0, 0.01)
+    w.value = 1.0
+    assert widgets.widget_value(spec, w) <= 1.0  # never an ulp outside the range the spec validates
+    optional = dh.Param("perplexity", None, "perplexity (None: K/2)", range=(0.5, 999), log=True)
+    w = widgets.param_widget(optional)
+    assert isinstance(w.slider, W.FloatLogSlider) and w.slider.continuous_update is False
+    assert widgets.widget_value(optional, w) is None and w.slider.disabled
+    w.auto.value = False
+    w.slider.value = 10.0
+    assert widgets.widget_value(optional, w) == pytest.approx(10.0) and not w.slider.disabled
+    w.auto.value = True
+    assert widgets.widget_value(optional, w) is None
+
+
+def test_explorer_shows_an_unexpected_error_and_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = small("vgg", dtype=torch.float32), seeded_images(1, b=2, dtype=torch.float32)
+    ex = widgets.explorer(model, x, method="gradcam")
+    assert ex.error.value == "" and "dve-error" in ex.error._dom_classes
+
+    def broken(*args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("CUDA <out of memory>")
+
+    monkeypatch.setattr(widgets, "explain", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        ex.index.value = 1
+    assert "RuntimeError: CUDA &lt;out of memory&gt;" in ex.error.value  # shown, escaped
+    with pytest.raises(RuntimeError):  # a broken first draw fails the cell that builds the explorer
+        widgets.explorer(model, x, method="gradcam")
+
+
+def test_dataset_browser_shows_an_unexpected_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    b = widgets.dataset_browser(size=32)
+    assert b.figure is not None and "single-6c" in b.figure.get_suptitle()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("no such scene")
+
+    monkeypatch.setattr(dh.data, "rotation_sweep", broken)
+    with pytest.raises(KeyError):
+        b.scene.value = 5
+    assert "KeyError: &#x27;no such scene&#x27;" in b.error.value
+
+
+def test_explorer_rejects_a_method_it_does_not_offer() -> None:
+    model, x = small("vgg", dtype=torch.float32), seeded_images(1, b=1, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['nope'\]; valid: activation"):
+        widgets.explorer(model, x, method="nope")
+    with pytest.raises(ValueError, match="'gradient' is not among the explorer's methods: gradcam, kl_dve"):
+        widgets.explorer(model, x, methods=["gradcam", "kl_dve"], method="gradient")

@@ -245,7 +245,12 @@ def default_pool_layer(model: nn.Module) -> str:
     "kl_dve",
     params=[
         Param("layer", None, "explained layer (None: the last pooling layer, pool5)", kind="layer"),
-        Param("perplexity", None, "t-SNE perplexity of P (None: 30, or K/2 for K ≤ 60 classes)", range=(0.5, 999)),
+        Param(
+            "perplexity",
+            None,
+            "t-SNE perplexity of P (None: 30, or K/2 for K ≤ 60 classes; a one-hot label reaches only K−2…K−1)",
+            range=(0.5, 999),
+        ),
         Param(
             "reading",
             "literal",
@@ -284,7 +289,7 @@ def kl_dve(
     trace, targets = forward(model, images, target, keep_from=index + 1)
     x = conv_maps(trace, index, "KL-DVE")
     kl = kl_intermediates(trace.logits / temperature, targets, perplexity)
-    if not kl.search.converged.all():
+    if perplexity is not None and not kl.search.converged.all():  # the default's shortfall is by design (doc)
         warnings.warn(
             f"t-SNE perplexity {_perplexity(perplexity, trace.logits.shape[1])} is unreachable for "
             f"{int((~kl.search.converged).sum())} of {kl.search.converged.numel()} rows of P (one-hot ground "
