@@ -6,7 +6,9 @@ medians and ratios to the baseline measured in the same run:
 
 * ``fwd+bwd``: one forward pass and one backward pass to the input (``torch.autograd.grad`` of the target
   logits, weights frozen) — the practical floor of any gradient method;
-* ``forward``: one forward pass under ``torch.no_grad``.
+* ``forward``: one forward pass under ``torch.no_grad``;
+* ``forward to pool5``: the convolutional part only (``features``, up to and including pool5) under
+  ``torch.no_grad`` — what Fourier DVE runs before its own work at 224² (its default layer there is pool5).
 
 Peers: Captum's ``LayerGradCam`` (+ bilinear ``interpolate``) and ``GuidedBackprop``; pytorch-grad-cam's
 ``GradCAM`` and ``GuidedBackpropReLUModel`` (which takes one image at a time). Run from the repository root:
@@ -32,6 +34,7 @@ import dvehelpers as dh
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Methods on VGG-16"
+POOL5 = "forward to pool5"
 
 
 def _sync(device: torch.device) -> None:
@@ -61,14 +64,21 @@ def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> dict[str, 
         with torch.no_grad():
             return frozen(x)
 
+    def forward_to_pool5() -> object:
+        with torch.no_grad():
+            return frozen.features(x)
+
     def captum_gradcam() -> object:
         attr = captum_cam.attribute(x, target=targets, relu_attributions=True)
         return LayerAttribution.interpolate(attr, x.shape[-2:], "bilinear")
 
-    out: dict[str, Callable[[], object]] = {"fwd+bwd": fwd_bwd, "forward": forward}
+    out: dict[str, Callable[[], object]] = {"fwd+bwd": fwd_bwd, "forward": forward, POOL5: forward_to_pool5}
     for name in sorted(dh.METHODS):
         out[name] = lambda name=name: dh.explain(name, model, x, targets)
     out["kl_dve (reading=gradient)"] = lambda: dh.explain("kl_dve", model, x, targets, reading="gradient")
+    out["fourier_dve (targeted, image)"] = lambda: dh.explain(
+        "fourier_dve", model, x, targets, targeted=True, targeted_on="image"
+    )
     out["captum LayerGradCam"] = captum_gradcam
     out["pytorch-grad-cam GradCAM"] = lambda: pgc_cam(input_tensor=x, targets=pgc_targets)
     out["captum GuidedBackprop"] = lambda: captum_gb.attribute(x, target=targets)
@@ -102,14 +112,16 @@ def machine(device: torch.device) -> str:
 def table(times: dict[str, list[float]], batch: int) -> str:
     base = statistics.median(times["fwd+bwd"])
     fwd = statistics.median(times["forward"])
+    pool5 = statistics.median(times[POOL5])
     cam_captum = statistics.median(times["captum LayerGradCam"])
     rows = [
-        "| job | median s / batch | images / s | × fwd+bwd | × forward | × Captum Grad-CAM |",
-        "|---|---|---|---|---|---|",
+        f"| job | median s / batch | images / s | × fwd+bwd | × forward | × {POOL5} | × Captum Grad-CAM |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, ts in times.items():
         m = statistics.median(ts)
-        rows.append(f"| {name} | {m:.3f} | {batch / m:.1f} | {m / base:.2f} | {m / fwd:.2f} | {m / cam_captum:.2f} |")
+        ratios = " | ".join(f"{m / t:.2f}" for t in (base, fwd, pool5, cam_captum))
+        rows.append(f"| {name} | {m:.3f} | {batch / m:.1f} | {ratios} |")
     return "\n".join(rows)
 
 

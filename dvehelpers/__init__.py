@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from . import backprop, data, evaluate, images, maps, methods, models, trace, train, viz, widgets
+from . import backprop, data, evaluate, experiments, geometry, images, maps, methods, models, trace, train, viz, widgets
 from .registry import METHODS, Method, Param, explain, register
 
 __version__ = "0.1.0"
@@ -23,11 +23,13 @@ __all__ = [
     "Param",
     "models",
     "trace",
+    "geometry",
     "backprop",
     "maps",
     "methods",
     "data",
     "evaluate",
+    "experiments",
     "images",
     "train",
     "viz",

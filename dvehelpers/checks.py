@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_images", "resolve_targets", "preserved"]
+__all__ = ["check_images", "resolve_targets", "check_targets", "preserved"]
 
 
 def _reference_param(model: nn.Module) -> Tensor | None:
@@ -43,21 +43,26 @@ def check_images(model: nn.Module, images: object) -> Tensor:
 
 def resolve_targets(target: int | Sequence[int] | Tensor | None, logits: Tensor) -> Tensor:
     """The explained class of every image: top-1 (None), one int for all, or one per image."""
-    b, k = logits.shape
     if target is None:
         return logits.argmax(1)
+    return check_targets(target, *logits.shape, device=logits.device)
+
+
+def check_targets(target: int | Sequence[int] | Tensor, b: int, k: int, device: torch.device) -> Tensor:
+    """``target`` as a LongTensor of ``b`` class indices in 0..k−1, or a clear error (without any logits:
+    class-agnostic methods check the classes they are asked about without running the classifier)."""
     if isinstance(target, bool) or (isinstance(target, Tensor) and target.dtype == torch.bool):
         raise TypeError("target must be None, an int or a LongTensor of class indices, not a bool")
     if isinstance(target, int):
-        t = torch.full((b,), target, dtype=torch.long, device=logits.device)
+        t = torch.full((b,), target, dtype=torch.long, device=device)
     elif isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex():
             raise TypeError(f"target must hold integer class indices, got {target.dtype}")
-        t = target.to(device=logits.device, dtype=torch.long).reshape(-1)
+        t = target.to(device=device, dtype=torch.long).reshape(-1)
         if t.numel() == 1:
             t = t.expand(b)
     elif isinstance(target, Sequence) and all(isinstance(v, int) and not isinstance(v, bool) for v in target):
-        t = torch.tensor(list(target), dtype=torch.long, device=logits.device)
+        t = torch.tensor(list(target), dtype=torch.long, device=device)
     else:
         raise TypeError(f"target must be None, an int or a LongTensor of B class indices, got {target!r}")
     if t.numel() != b:

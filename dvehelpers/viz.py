@@ -34,6 +34,12 @@ __all__ = [
     "signed_image",
     "overlay",
     "mask_outline",
+    "KINDS",
+    "output_kind",
+    "show",
+    "fourier_steps",
+    "score_matrix",
+    "blur_curves",
     "heat_colorbar",
     "method_title",
     "prediction_labels",
@@ -92,6 +98,39 @@ def overlay(
         ax.imshow(to_rgb(heatmap), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
     else:
         ax.imshow(to_rgb(heatmap), cmap=cmap, vmin=0, vmax=1)
+    _bare(ax)
+    if title:
+        ax.set_title(title, fontsize=8)
+    return ax
+
+
+#: How a method's output is drawn: a heatmap over the image, an image as is, or a signed signal centred on grey.
+KINDS = ("heatmap", "image", "signed")
+
+
+def output_kind(result: Tensor, output: str | None = None) -> str:
+    """The :data:`KINDS` entry for a method's ``result`` called with ``output``: ``"masked"`` is an image,
+    ``"signed"``/``"raw"`` and any B×C×H×W signal are signed, a B×H×W map in [0, 1] is a heatmap."""
+    if output == "masked":
+        return "image"
+    if output in ("signed", "raw") or result.ndim == 4:
+        return "signed"
+    return "heatmap"
+
+
+def show(
+    ax: Axes, result: Tensor, image: Tensor | None = None, kind: str = "heatmap", title: str | None = None
+) -> Axes:
+    """One panel of one image's output (H×W or C×H×W) drawn as ``kind`` (:data:`KINDS`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+    if kind == "heatmap":
+        return overlay(ax, image, result, title=title)
+    if kind == "signed":
+        shown = signed_image(result[None] if result.ndim == 3 else result[None, None])[0]
+        ax.imshow(to_rgb(shown if shown.shape[0] == 3 else shown[0]), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(to_rgb(result))
     _bare(ax)
     if title:
         ax.set_title(title, fontsize=8)
@@ -157,24 +196,28 @@ def grid(
     alpha: float = 0.5,
     size: float = 1.8,
     colorbar: bool = True,
+    kinds: Sequence[str] | None = None,
 ) -> Figure:
     """One row per image: the image, then each B×H×W map of ``maps`` over it, with one shared colour bar.
 
     Maps with a channel axis (B×3×H×W, signed) are shown with :func:`signed_image` (grey = 0) instead of the
-    colour map. ``masks`` (B×H×W) are outlined on every panel. ``row_titles`` label the rows at the left,
+    colour map; ``kinds`` (one :data:`KINDS` entry per map) overrides that guess, e.g. ``"image"`` for a
+    masked image. ``masks`` (B×H×W) are outlined on every panel. ``row_titles`` label the rows at the left,
     ``col_titles`` head the columns (the image column first).
     """
     b, cols = images.shape[0], 1 + len(maps)
+    kinds = [output_kind(m) for m in maps] if kinds is None else list(kinds)
+    if len(kinds) != len(maps):
+        raise ValueError(f"kinds needs one entry per map ({len(maps)}), got {len(kinds)}")
     fig, axes = plt.subplots(b, cols, figsize=(size * cols + 1.6, size * b + 0.4), squeeze=False, layout="constrained")
     for r in range(b):
         axes[r, 0].imshow(to_rgb(images[r]))
         _bare(axes[r, 0])
-        for c, m in enumerate(maps, start=1):
-            if m.ndim == 4:
-                axes[r, c].imshow(to_rgb(signed_image(m[r : r + 1])[0]))
-                _bare(axes[r, c])
-            else:
+        for c, (m, kind) in enumerate(zip(maps, kinds, strict=True), start=1):
+            if kind == "heatmap":
                 overlay(axes[r, c], images[r], m[r], alpha=alpha)
+            else:
+                show(axes[r, c], m[r], kind=kind)
         if masks is not None:
             for ax in axes[r]:
                 mask_outline(ax, masks[r])
@@ -182,7 +225,7 @@ def grid(
             axes[r, 0].set_ylabel(row_titles[r], fontsize=8, rotation=0, ha="right", va="center")
     for c, title in enumerate(col_titles[:cols]):
         axes[0, c].set_title(title, fontsize=8)
-    if colorbar and any(m.ndim == 3 for m in maps):
+    if colorbar and "heatmap" in kinds:
         heat_colorbar(fig, axes)
     return fig
 
@@ -243,7 +286,8 @@ def compare_methods(
     shown = images if display is None else display
     rows = prediction_labels(model, images, labels, class_names)
     cols = ["image", *(method_title(name, p) for name, p in specs)]
-    return grid(shown, maps, row_titles=rows, col_titles=cols, masks=masks)
+    kinds = [output_kind(m, p.get("output")) for m, (_, p) in zip(maps, specs, strict=True)]
+    return grid(shown, maps, row_titles=rows, col_titles=cols, masks=masks, kinds=kinds)
 
 
 def iou_curves(
@@ -337,6 +381,98 @@ def kl_steps(steps: Any, class_names: Sequence[str], i: int = 0) -> Figure:
         ax.set_yticks(range(k), class_names, fontsize=7)
         ax.set_title(title, fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
+    return fig
+
+
+def _signed_panel(fig: Figure, ax: Axes, values: Tensor, title: str) -> None:
+    """A signed map on a diverging scale symmetric about 0 (white), with its own colour bar."""
+    v = values.detach().double().cpu().numpy()
+    peak = float(np.abs(v).max()) or 1.0
+    im = ax.imshow(v, cmap="RdBu_r", vmin=-peak, vmax=peak)
+    _bare(ax)
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.75, pad=0.02).ax.tick_params(labelsize=6)
+
+
+def fourier_steps(steps: Any, i: int = 0, channel: int = 0) -> Figure:
+    """Eqs. 3–4 taken apart for image ``i`` of :func:`dvehelpers.methods.fourier.fourier_steps`.
+
+    Top row, one map ``x`` of the layer (``channel``): the map, its centred amplitude spectrum ``|F(x)|``,
+    the transfer functions G₁ and 1 − G₂ (zero frequency in the middle), the low- and high-scale activations
+    and their product. Bottom row: the sum of the products over all maps (S), S after the noise filter, and
+    both upsampled over the image. Signed panels are red above and blue below zero, each with its own scale.
+    """
+    fig, axes = plt.subplots(2, 4, figsize=(12, 5.6), layout="constrained")
+    x = steps.maps[i, channel]
+    _signed_panel(fig, axes[0, 0], x, f"map x (channel {channel})")
+    spec = axes[0, 1].imshow(steps.spectrum(i, channel).double().cpu().numpy(), cmap="magma")
+    fig.colorbar(spec, ax=axes[0, 1], shrink=0.75, pad=0.02).ax.tick_params(labelsize=6)
+    axes[0, 1].set_title("|F(x)|, centred", fontsize=8)
+    _bare(axes[0, 1])
+    for ax, g, title in ((axes[0, 2], steps.g_low, "G₁ (low-pass)"), (axes[0, 3], steps.g_high, "1 − G₂ (high-pass)")):
+        im = ax.imshow(g.double().cpu().numpy(), cmap="viridis", vmin=0, vmax=1)
+        fig.colorbar(im, ax=ax, shrink=0.75, pad=0.02).ax.tick_params(labelsize=6)
+        ax.set_title(title, fontsize=8)
+        _bare(ax)
+    _signed_panel(fig, axes[1, 0], steps.low[i, channel], "low: F⁻¹(F(x)·G₁)")
+    _signed_panel(fig, axes[1, 1], steps.high[i, channel], "high: F⁻¹(F(x)·(1−G₂))")
+    _signed_panel(fig, axes[1, 2], steps.product[i, channel], "low ⊙ high (this map)")
+    _signed_panel(fig, axes[1, 3], steps.summed[i], f"S = Σ over {steps.maps.shape[1]} maps")
+    fig.suptitle(f"eq. 3 on one map of {steps.layer} ({x.shape[0]}×{x.shape[1]})", fontsize=9)
+    return fig
+
+
+def score_matrix(
+    values: Tensor,
+    rows: Sequence[Any],
+    cols: Sequence[Any],
+    row_label: str,
+    col_label: str,
+    title: str = "",
+    ax: Axes | None = None,
+    cbar_label: str = "mean IoU ×100",
+    fmt: str = ".1f",
+) -> Axes:
+    """A grid of scores (len(rows)×len(cols)) as an annotated heat map; the best cell is boxed."""
+    v = values.detach().double().cpu().numpy()
+    if v.shape != (len(rows), len(cols)):
+        raise ValueError(f"values has shape {v.shape}; rows × cols is {(len(rows), len(cols))}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.62 * len(cols) + 2.2, 0.42 * len(rows) + 1.2), layout="constrained")
+    im = ax.imshow(v, cmap="viridis", origin="lower", aspect="auto")
+    ax.figure.colorbar(im, ax=ax, pad=0.02).set_label(cbar_label, fontsize=8)
+    mid = (np.nanmax(v) + np.nanmin(v)) / 2
+    for (r, c), val in np.ndenumerate(v):
+        ax.text(c, r, format(val, fmt), ha="center", va="center", fontsize=7, color="k" if val > mid else "w")
+    r, c = np.unravel_index(np.nanargmax(v), v.shape)
+    ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=1.6))
+    ax.set_xticks(range(len(cols)), [str(x) for x in cols], fontsize=7)
+    ax.set_yticks(range(len(rows)), [str(x) for x in rows], fontsize=7)
+    ax.set_xlabel(col_label, fontsize=8)
+    ax.set_ylabel(row_label, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def blur_curves(results: Mapping[str, Any], size: tuple[float, float] = (4.2, 3.2)) -> Figure:
+    """The blur test (:func:`dvehelpers.experiments.blur_test`), one panel per entry of ``results``: against
+    the blur σ, the accuracy, the map's agreement with the unblurred map and its mean IoU with the mask
+    (all ×100; the agreement as median with its interquartile band over the images)."""
+    fig, axes = plt.subplots(1, len(results), figsize=(size[0] * len(results) + 1.5, size[1]), layout="constrained")
+    for ax, (title, r) in zip(np.atleast_1d(axes), results.items(), strict=True):
+        s = r.sigmas.cpu().numpy()
+        q = torch.quantile(r.same_map.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=1).cpu()
+        ax.plot(s, r.accuracy().cpu().numpy() * 100, "o-", color="tab:red", ms=4, label="accuracy")
+        ax.plot(s, q[1].numpy() * 100, "s-", color="tab:blue", ms=4, label="same map as unblurred (median IoU)")
+        ax.fill_between(s, q[0].numpy() * 100, q[2].numpy() * 100, color="tab:blue", alpha=0.15, lw=0)
+        ax.plot(s, r.mask_iou.mean(1).cpu().numpy() * 100, "D--", color="tab:green", ms=4, label="mean IoU with mask")
+        ax.set_xlabel("Gaussian blur σ (pixels)")
+        ax.set_ylim(0, 102)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("×100")
+    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 

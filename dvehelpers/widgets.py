@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from .models import layer_names, num_classes
 from .registry import METHODS, Param, explain
 from .train import probabilities
-from .viz import HEAT_LABEL, heat_colorbar, mask_outline, overlay, signed_image, to_rgb
+from .viz import HEAT_LABEL, heat_colorbar, mask_outline, output_kind, overlay, show, to_rgb
 
 __all__ = [
     "DEFAULT",
@@ -286,10 +286,9 @@ class Explorer:
         ax[0].imshow(to_rgb(self.display[i]))
         ax[0].set_title(f"image {i}", fontsize=9)
         ax[0].set_axis_off()
-        if self.result.ndim == 4:
-            ax[1].imshow(to_rgb(signed_image(self.result)[0]))
-            ax[1].set_title("signed map (grey = 0)", fontsize=9)
-            ax[1].set_axis_off()
+        kind = output_kind(self.result, self.params().get("output"))
+        if kind != "heatmap":
+            show(ax[1], self.result[0], kind=kind, title="signed map (grey = 0)" if kind == "signed" else "output")
         else:
             overlay(ax[1], self.display[i], self.result[0], title="map")
             heat_colorbar(fig, ax[1], label=HEAT_LABEL.replace(": ", ":\n"))  # two lines fit the bar's height

@@ -1,0 +1,146 @@
+"""The papers' experiments beyond the localisation score: the blur test and CPU time per image.
+
+Babiker & Goebel (Fourier DVE, §4, Fig. 6) blur an image with a Gaussian of growing σ and report that "the
+network is not able to predict the blurred images correctly … even though the network is looking at the right
+region". :func:`blur_test` measures both halves of that sentence on a labelled set: when the prediction fails,
+and how far the explanation has moved by then (IoU with the unblurred map, and with the mask).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .evaluate import THRESHOLDS, heatmaps, per_image_iou
+from .maps import normalize
+
+__all__ = ["gaussian_blur", "map_iou", "BlurTest", "blur_test", "median_seconds"]
+
+
+def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    """Images (B×C×H×W) blurred by a Gaussian of standard deviation ``sigma`` pixels (σ = 0: unchanged).
+
+    A separable kernel truncated at 3σ, reflected at the borders, one depthwise convolution per axis.
+    """
+    if sigma < 0:
+        raise ValueError(f"sigma must be ≥ 0 pixels, got {sigma}")
+    if sigma == 0:
+        return images
+    radius = max(1, math.ceil(3 * sigma))
+    if radius >= min(images.shape[-2:]):
+        raise ValueError(f"sigma {sigma} is too large for {tuple(images.shape[-2:])} images (3σ ≥ the side)")
+    t = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    k = torch.exp(-t.square() / (2 * sigma**2))
+    k = k / k.sum()
+    c = images.shape[1]
+    x = torch.nn.functional.pad(images, (radius, radius, radius, radius), mode="reflect")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def map_iou(a: Tensor, b: Tensor, thresholds: Tensor | None = None) -> Tensor:
+    """How much two heatmaps of each image agree: the IoU of ``{a ≥ τ}`` and ``{b ≥ τ}`` averaged over the
+    evaluation's thresholds (B). Both empty at a threshold counts as agreement (1), one empty as 0.
+
+    Vectorised like :func:`dvehelpers.evaluate.per_image_iou`: each pixel gets the pair of threshold levels
+    it reaches in ``a`` and ``b``, and a B×(T+1)×(T+1) joint histogram gives every area at once.
+    """
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"a and b must be B×H×W of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    t = (THRESHOLDS if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float64)).to(a.device)
+    t = t.sort().values
+    n = t.numel() + 1
+    la = torch.bucketize(normalize(a.double()).flatten(1), t, right=True)
+    lb = torch.bucketize(normalize(b.double()).flatten(1), t, right=True)
+    joint = torch.zeros(a.shape[0], n * n, dtype=torch.float64, device=a.device)
+    joint.scatter_add_(1, la * n + lb, torch.ones_like(la, dtype=torch.float64))
+    at_least = joint.view(-1, n, n).flip(1, 2).cumsum(1).cumsum(2).flip(1, 2)  # [i, j]: la ≥ i and lb ≥ j
+    k = torch.arange(1, n, device=a.device)
+    inter, area_a, area_b = at_least[:, k, k], at_least[:, k, 0], at_least[:, 0, k]
+    union = area_a + area_b - inter
+    return torch.where(union > 0, inter / union.clamp_min(1), 1.0).mean(1)
+
+
+@dataclass
+class BlurTest:
+    """:func:`blur_test`'s result. ``sigmas`` (S) in pixels; per blur level and image (S×N): ``correct``
+    (prediction = label), ``same_map`` (:func:`map_iou` with the unblurred map) and ``mask_iou`` (the
+    evaluation's mean IoU with the ground-truth mask)."""
+
+    sigmas: Tensor
+    correct: Tensor
+    same_map: Tensor
+    mask_iou: Tensor
+
+    def accuracy(self) -> Tensor:
+        """Fraction of images classified correctly at each σ (S)."""
+        return self.correct.double().mean(1)
+
+    def flip_index(self) -> Tensor:
+        """Per image, the index of the first σ at which the prediction is wrong; ``len(sigmas)`` if never."""
+        wrong = ~self.correct
+        first = wrong.double().argmax(0)
+        return torch.where(wrong.any(0), first, len(self.sigmas))
+
+    def at_flip(self) -> Tensor:
+        """``same_map`` of every image at its first wrong σ (NaN for images that never flip)."""
+        idx = self.flip_index()
+        padded = torch.cat([self.same_map, self.same_map.new_full((1, self.same_map.shape[1]), math.nan)])
+        return padded.gather(0, idx[None])[0]
+
+
+def blur_test(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    sigmas: Sequence[float],
+    method: str,
+    params: Mapping[str, Any] | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> BlurTest:
+    """The blur experiment (Fourier DVE's Fig. 6) on a labelled set: at every σ (pixels) the prediction and
+    ``method``'s map (for the predicted class of the blurred image) against the unblurred map and the mask."""
+    from tqdm.auto import tqdm
+
+    from .train import predict
+
+    dev = next(model.parameters()).device
+    labels, masks = labels.to(dev), masks.to(dev)
+    base = heatmaps(model, images, method, params, batch_size=batch_size)
+    correct, same, mask_iou = [], [], []
+    for sigma in tqdm(list(sigmas), desc=f"blur: {method}", unit="σ", disable=not progress):
+        blurred = gaussian_blur(images.to(dev), float(sigma))
+        heat = heatmaps(model, blurred, method, params, batch_size=batch_size)
+        correct.append(predict(model, blurred, batch_size).to(dev) == labels)
+        same.append(map_iou(heat, base))
+        mask_iou.append(per_image_iou(heat, masks).mean(1))
+    return BlurTest(torch.as_tensor(list(sigmas), dtype=torch.float64), *map(torch.stack, (correct, same, mask_iou)))
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():  # GPU work is asynchronous: wait for it inside the timed interval
+        torch.cuda.synchronize()
+
+
+def median_seconds(jobs: Mapping[str, Callable[[], object]], repeats: int = 5) -> dict[str, float]:
+    """Median wall-clock seconds of each job over ``repeats`` interleaved rounds, after one warm-up round."""
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for fn in jobs.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in jobs.items():
+            _sync()
+            start = time.perf_counter()
+            fn()
+            _sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}

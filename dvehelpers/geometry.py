@@ -1,0 +1,79 @@
+"""Layer geometry computed from the layer stack alone, without running the network.
+
+``output_sizes`` gives every step's spatial output size for an input size, by the convolution arithmetic of
+PyTorch's own layers (padding, dilation, stride, ``ceil_mode``), so a method can pick its default layer for
+the images it is given at no cost.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
+
+from .trace import Step, walk
+
+__all__ = ["output_sizes", "spatial_size"]
+
+Size = tuple[int, int]
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _window_out(n: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
+    span = n + 2 * pad - dilation * (kernel - 1) - 1
+    out = (math.ceil(span / stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= n + pad:  # PyTorch: the last window must start inside the input or left pad
+        out -= 1
+    return out
+
+
+def _conv_padding(m: nn.Conv2d) -> tuple[int, int]:
+    if m.padding == "valid":
+        return (0, 0)
+    if m.padding == "same":  # stride 1 only (PyTorch's rule): the size is kept
+        return (-1, -1)
+    return _pair(m.padding)
+
+
+def _step_size(step: Step, hw: Size) -> Size | None:
+    m = step.module
+    if step.kind == "conv":
+        assert isinstance(m, nn.Conv2d)
+        pad = _conv_padding(m)
+        if pad == (-1, -1):
+            return hw
+        k, s, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
+        return tuple(_window_out(hw[i], k[i], s[i], pad[i], d[i], False) for i in range(2))  # type: ignore[return-value]
+    if step.kind in ("maxpool", "avgpool"):
+        assert isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))
+        k, p = _pair(m.kernel_size), _pair(m.padding)
+        s = _pair(m.stride if m.stride is not None else m.kernel_size)
+        d = _pair(m.dilation) if isinstance(m, nn.MaxPool2d) else (1, 1)
+        return tuple(_window_out(hw[i], k[i], s[i], p[i], d[i], m.ceil_mode) for i in range(2))  # type: ignore[return-value]
+    if step.kind == "adaptive_avgpool":
+        assert isinstance(m, nn.AdaptiveAvgPool2d)
+        size = (m.output_size,) * 2 if isinstance(m.output_size, int) else tuple(m.output_size)
+        return tuple(hw[i] if size[i] is None else int(size[i]) for i in range(2))  # type: ignore[return-value]
+    if step.kind in ("flatten", "linear"):
+        return None
+    return hw
+
+
+def output_sizes(model: nn.Module, size: int | Size) -> list[Size | None]:
+    """The spatial size (h, w) of every step's output for one input of ``size``, in :func:`walk` order;
+    ``None`` from the first step that flattens the maps."""
+    hw: Size | None = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    out: list[Size | None] = []
+    for step in walk(model):
+        hw = None if hw is None else _step_size(step, hw)
+        out.append(hw)
+    return out
+
+
+def spatial_size(model: nn.Module, index: int, size: int | Size) -> Size | None:
+    """The spatial output size of step ``index`` (``None`` for a flattened output)."""
+    return output_sizes(model, size)[index]

@@ -1,0 +1,111 @@
+"""Layer geometry: ``output_sizes`` equals the spatial shapes of the recorded forward pass, layer by layer."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+import dvehelpers as dh
+
+from .conftest import odd_sequential, small
+
+Size = tuple[int, int]
+SIZES: list[int | Size] = [97, 112, 131, (112, 128), (131, 97)]
+
+
+def recorded_sizes(model: nn.Module, size: int | Size) -> list[Size | None]:
+    """The (h, w) of every step's output in a real forward pass (None where the output is flat)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    ref = next(model.parameters())
+    trace = dh.trace.record(model, torch.zeros(1, 3, h, w, dtype=ref.dtype, device=ref.device))
+    return [tuple(a.shape[-2:]) if a.ndim == 4 else None for a in trace.acts[1:]]  # type: ignore[union-attr]
+
+
+@functools.cache
+def model_named(name: str) -> nn.Module:
+    if name == "odd":
+        return odd_sequential(torch.float32)
+    if name in ("vgg16", "alexnet-imagenet"):
+        with torch.device("meta"):  # shapes only: no weights allocated, nothing computed
+            return dh.models.build(name, 1000)
+    return small(name, dtype=torch.float32)
+
+
+def assert_matches(model: nn.Module, size: int | Size) -> list[Size | None]:
+    """output_sizes equals the forward pass, and is None exactly from the flatten on."""
+    got = dh.geometry.output_sizes(model, size)
+    assert got == recorded_sizes(model, size), size
+    kinds = [s.kind for s in dh.trace.walk(model)]
+    if "flatten" in kinds:
+        flat = kinds.index("flatten")
+        assert all(hw is not None for hw in got[:flat]) and all(hw is None for hw in got[flat:])
+    return got
+
+
+@pytest.mark.parametrize("size", SIZES, ids=str)
+@pytest.mark.parametrize("name", ["vgg", "alexnet", "odd"])
+def test_output_sizes_equal_the_forward_pass(name: str, size: int | Size) -> None:
+    """Small VGG, small AlexNet and the odd Sequential (BN, avg pool, dilation, groups, 'valid'), odd and
+    non-square sizes."""
+    assert_matches(model_named(name), size)
+
+
+@pytest.mark.parametrize("size", [224, 227, (224, 256)], ids=str)
+@pytest.mark.parametrize("name", ["vgg16", "alexnet-imagenet"])
+def test_output_sizes_of_the_imagenet_networks(name: str, size: int | Size) -> None:
+    """torchvision VGG-16 and AlexNet (strided 11×11 conv, overlapping pools, adaptive pool to 7×7 / 6×6)."""
+    assert_matches(model_named(name), size)
+
+
+def pool_zoo() -> nn.Sequential:
+    """Ceil-mode and padded pools, 'same' (even kernel, dilated) and 'valid' convs, rectangular windows."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding="same"),
+        nn.Conv2d(4, 4, 4, padding="same", dilation=2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        nn.Conv2d(4, 4, (3, 5), stride=(2, 1), padding=(1, 2)),
+        nn.Conv2d(4, 4, 3, padding="valid"),
+        nn.MaxPool2d(2, stride=2, padding=1, ceil_mode=True),
+        nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+        nn.MaxPool2d((2, 3), stride=(1, 2), dilation=(2, 1)),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16, 3),
+    ).eval()
+
+
+@pytest.mark.parametrize("size", [*range(33, 50), (35, 48), (48, 37)], ids=str)
+def test_output_sizes_of_ceil_mode_pools_and_string_paddings(size: int | Size) -> None:
+    """Every size from 33 to 49 (both parities at every pool) and two rectangles."""
+    assert_matches(pool_zoo(), size)
+
+
+def test_ceil_mode_drops_a_window_that_starts_in_the_right_padding() -> None:
+    """PyTorch's rule: with ceil_mode the last window must start inside the input or the left padding."""
+    model = nn.Sequential(nn.Conv2d(3, 1, 1), nn.MaxPool2d(2, stride=2, padding=1, ceil_mode=True))
+    # 5 + 2 − 2 = 5 spans ⌈5/2⌉ + 1 = 4 windows, but the 4th would start at 6 ≥ 5 + 1: 3 windows
+    assert dh.geometry.output_sizes(model, 5) == [(5, 5), (3, 3)] == recorded_sizes(model, 5)
+    assert dh.geometry.output_sizes(model, (4, 6)) == [(4, 6), (3, 4)] == recorded_sizes(model, (4, 6))
+
+
+@pytest.mark.parametrize("output_size", [(None, 2), (3, None)], ids=str)
+def test_adaptive_pool_with_none_keeps_that_side(output_size: tuple[int | None, int | None]) -> None:
+    """AdaptiveAvgPool2d((None, k)) keeps the input's size on the None side (walk supports the layer)."""
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(output_size), nn.Flatten()).eval()
+    assert_matches(model, (11, 14))
+
+
+def test_spatial_size_is_one_entry_of_output_sizes() -> None:
+    """spatial_size(model, i, size) is output_sizes(model, size)[i], a flattened step included."""
+    model = model_named("vgg")
+    sizes = dh.geometry.output_sizes(model, (97, 131))
+    for name in ("conv1_1", "pool2", "pool5", "avgpool", "fc6"):
+        i = dh.models.resolve_layer(model, name)
+        assert dh.geometry.spatial_size(model, i, (97, 131)) == sizes[i]
+    assert sizes[dh.models.resolve_layer(model, "pool2")] == (24, 32)
+    assert sizes[dh.models.resolve_layer(model, "fc6")] is None
