@@ -35,6 +35,8 @@ import dvehelpers as dh
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Methods on VGG-16"
 POOL5 = "forward to pool5"
+#: The jobs every table's ratio columns divide by.
+BASELINES = ("fwd+bwd", "forward", POOL5, "captum LayerGradCam")
 
 
 def _sync(device: torch.device) -> None:
@@ -132,6 +134,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PREFIX",
+        help="time only jobs whose names start with a PREFIX (baselines always run), in a section of their own",
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")  # peers' and KL-DVE's notices would interleave with the table
     device = torch.device(args.device)
@@ -139,16 +147,20 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=g).to(device)
     targets = torch.randint(0, 1000, (args.batch,), generator=g).to(device)
-    times = measure(jobs(model, x, targets), args.repeats, device)
+    todo = jobs(model, x, targets)
+    if args.only:
+        todo = {k: f for k, f in todo.items() if k in BASELINES or k.startswith(tuple(args.only))}
+    times = measure(todo, args.repeats, device)
+    title = f"{SECTION} ({device.type})" + (f": {', '.join(args.only)}" if args.only else "")
     head = (
-        f"{SECTION} ({device.type})\n\nVGG-16, random weights, batch {args.batch}, {args.size}², "
+        f"{title}\n\nVGG-16, random weights, batch {args.batch}, {args.size}², "
         f"{args.repeats} interleaved rounds, medians. Machine: {machine(device)}. "
         f"Date: {time.strftime('%Y-%m-%d')}.\n"
     )
     text = f"{head}\n{table(times, args.batch)}\n"
     print(text)
     if args.write:
-        write_section(f"{SECTION} ({device.type})", text)
+        write_section(title, text)
 
 
 def write_section(title: str, text: str) -> None:

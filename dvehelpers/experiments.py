@@ -133,6 +133,8 @@ def _sync() -> None:
 
 def median_seconds(jobs: Mapping[str, Callable[[], object]], repeats: int = 5) -> dict[str, float]:
     """Median wall-clock seconds of each job over ``repeats`` interleaved rounds, after one warm-up round."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     times: dict[str, list[float]] = {name: [] for name in jobs}
     for fn in jobs.values():
         fn()

@@ -40,6 +40,7 @@ __all__ = [
     "fourier_steps",
     "score_matrix",
     "blur_curves",
+    "strip",
     "heat_colorbar",
     "method_title",
     "prediction_labels",
@@ -397,10 +398,10 @@ def _signed_panel(fig: Figure, ax: Axes, values: Tensor, title: str) -> None:
 def fourier_steps(steps: Any, i: int = 0, channel: int = 0) -> Figure:
     """Eqs. 3–4 taken apart for image ``i`` of :func:`dvehelpers.methods.fourier.fourier_steps`.
 
-    Top row, one map ``x`` of the layer (``channel``): the map, its centred amplitude spectrum ``|F(x)|``,
-    the transfer functions G₁ and 1 − G₂ (zero frequency in the middle), the low- and high-scale activations
-    and their product. Bottom row: the sum of the products over all maps (S), S after the noise filter, and
-    both upsampled over the image. Signed panels are red above and blue below zero, each with its own scale.
+    Top row, one map ``x`` of the layer (``channel``): the map, its centred amplitude spectrum ``|F(x)|`` and
+    the transfer functions G₁ and 1 − G₂ (zero frequency in the middle). Bottom row: that map's low- and
+    high-scale activations, their product, and the sum of the products over all maps (S, before the noise
+    filter). Signed panels are red above and blue below zero, each with its own symmetric scale.
     """
     fig, axes = plt.subplots(2, 4, figsize=(12, 5.6), layout="constrained")
     x = steps.maps[i, channel]
@@ -432,8 +433,11 @@ def score_matrix(
     ax: Axes | None = None,
     cbar_label: str = "mean IoU ×100",
     fmt: str = ".1f",
+    mark: tuple[int, int] | None = None,
+    mark_label: str = "default",
 ) -> Axes:
-    """A grid of scores (len(rows)×len(cols)) as an annotated heat map; the best cell is boxed."""
+    """A grid of scores (len(rows)×len(cols)) as an annotated heat map; the best cell is boxed in red, the
+    cell ``mark`` (row, column), e.g. the default, in white and dashed, named in the title by ``mark_label``."""
     v = values.detach().double().cpu().numpy()
     if v.shape != (len(rows), len(cols)):
         raise ValueError(f"values has shape {v.shape}; rows × cols is {(len(rows), len(cols))}")
@@ -446,6 +450,9 @@ def score_matrix(
         ax.text(c, r, format(val, fmt), ha="center", va="center", fontsize=7, color="k" if val > mid else "w")
     r, c = np.unravel_index(np.nanargmax(v), v.shape)
     ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=1.6))
+    if mark is not None:
+        ax.add_patch(plt.Rectangle((mark[1] - 0.42, mark[0] - 0.42), 0.84, 0.84, fill=False, ec="w", lw=1.4, ls="--"))
+        title = f"{title}\nred: best; white dashed: {mark_label}".strip()
     ax.set_xticks(range(len(cols)), [str(x) for x in cols], fontsize=7)
     ax.set_yticks(range(len(rows)), [str(x) for x in rows], fontsize=7)
     ax.set_xlabel(col_label, fontsize=8)
@@ -455,6 +462,29 @@ def score_matrix(
     return ax
 
 
+def strip(
+    images: Tensor,
+    maps: Tensor,
+    titles: Sequence[str] = (),
+    masks: Tensor | None = None,
+    size: float = 1.6,
+) -> Figure:
+    """A sequence of images (N×3×H×W) in the top row and their heatmaps (N×H×W) over them below, one column
+    per step (e.g. per blur level), titled by ``titles``, with one shared colour bar."""
+    n = images.shape[0]
+    fig, axes = plt.subplots(2, n, figsize=(size * n + 1.2, 2 * size + 0.8), squeeze=False, layout="constrained")
+    for k in range(n):
+        axes[0, k].imshow(to_rgb(images[k]))
+        _bare(axes[0, k])
+        overlay(axes[1, k], images[k], maps[k])
+        if masks is not None:
+            mask_outline(axes[1, k], masks[k])
+        if k < len(titles):
+            axes[0, k].set_title(titles[k], fontsize=7)
+    heat_colorbar(fig, axes[1])
+    return fig
+
+
 def blur_curves(results: Mapping[str, Any], size: tuple[float, float] = (4.2, 3.2)) -> Figure:
     """The blur test (:func:`dvehelpers.experiments.blur_test`), one panel per entry of ``results``: against
     the blur σ, the accuracy, the map's agreement with the unblurred map and its mean IoU with the mask
@@ -462,7 +492,9 @@ def blur_curves(results: Mapping[str, Any], size: tuple[float, float] = (4.2, 3.
     fig, axes = plt.subplots(1, len(results), figsize=(size[0] * len(results) + 1.5, size[1]), layout="constrained")
     for ax, (title, r) in zip(np.atleast_1d(axes), results.items(), strict=True):
         s = r.sigmas.cpu().numpy()
-        q = torch.quantile(r.same_map.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=1).cpu()
+        q = torch.quantile(
+            r.same_map.detach().double().cpu(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=1
+        )
         ax.plot(s, r.accuracy().cpu().numpy() * 100, "o-", color="tab:red", ms=4, label="accuracy")
         ax.plot(s, q[1].numpy() * 100, "s-", color="tab:blue", ms=4, label="same map as unblurred (median IoU)")
         ax.fill_between(s, q[0].numpy() * 100, q[2].numpy() * 100, color="tab:blue", alpha=0.15, lw=0)

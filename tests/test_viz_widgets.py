@@ -207,3 +207,32 @@ def test_explorer_rejects_a_method_it_does_not_offer() -> None:
         widgets.explorer(model, x, method="nope")
     with pytest.raises(ValueError, match="'gradient' is not among the explorer's methods: gradcam, kl_dve"):
         widgets.explorer(model, x, methods=["gradcam", "kl_dve"], method="gradient")
+
+
+def test_explorer_draws_fourier_outputs_as_image_grey_centred_signal_or_heatmap() -> None:
+    """output="masked" shows the masked image itself, "signed" the map centred on grey (no colour bar), and
+    "heatmap" the overlay with its colour bar; the mask is outlined on each."""
+    model, x = small("vgg", dtype=torch.float32), seeded_images(2, b=2, dtype=torch.float32)
+    masks = torch.zeros(2, 112, 112, dtype=torch.bool)
+    masks[:, 30:80, 40:70] = True
+    ex = widgets.explorer(model, x, method="fourier_dve", masks=masks)
+    ex.index.value = 1
+    assert len(ex.figure.axes) == 3 and len(ex.figure.axes[1].images) == 2  # heatmap: overlay and colour bar
+
+    ex.controls["output"].value = "masked"
+    masked = dh.explain("fourier_dve", model, x[1:2], output="masked")[0]
+    torch.testing.assert_close(ex.result[0], masked)
+    (shown,) = ex.figure.axes[1].images
+    np.testing.assert_allclose(shown.get_array(), masked.permute(1, 2, 0).numpy(), atol=1e-6)
+    assert np.abs(shown.get_array() - viz.signed_image(masked[None])[0].permute(1, 2, 0).numpy()).max() > 0.1
+    assert len(ex.figure.axes) == 2 and ex.figure.axes[1].get_title() == "output"
+    assert ex.figure.axes[1].collections  # the mask outline
+
+    ex.controls["output"].value = "signed"
+    signal = dh.explain("fourier_dve", model, x[1:2], output="signed")[0]
+    (shown,) = ex.figure.axes[1].images
+    peak = float(signal.abs().max())
+    np.testing.assert_allclose(shown.get_array(), (0.5 + signal / (2 * peak)).numpy(), atol=1e-6)
+    assert shown.get_cmap().name == "gray" and shown.get_clim() == (0, 1)
+    assert len(ex.figure.axes) == 2 and ex.figure.axes[1].get_title() == "signed map (grey = 0)"
+    assert ex.figure.axes[1].collections
