@@ -25,6 +25,17 @@ def small(arch: str, num_classes: int = 6, seed: int = 0, dtype: torch.dtype = t
     return model.to(dtype).eval()
 
 
+def snapshot(model: nn.Module) -> tuple:
+    """Everything a method call must leave as it was: modes, requires_grad, grads, hook counts, weights."""
+    return (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        [p.grad for p in model.parameters()],
+        [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()],
+        {k: v.clone() for k, v in model.state_dict().items()},
+    )
+
+
 def odd_sequential(dtype: torch.dtype = torch.float64) -> nn.Sequential:
     """Every other supported layer kind: batch norm, average pooling, dilation, groups, padding, nesting."""
     torch.manual_seed(3)

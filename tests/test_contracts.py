@@ -10,7 +10,7 @@ from torch import nn
 
 import dvehelpers as dh
 
-from .conftest import seeded_images, small
+from .conftest import seeded_images, small, snapshot
 
 ALL = sorted(dh.METHODS)
 
@@ -74,16 +74,6 @@ def test_normalize_constant_maps_become_zeros_never_nan() -> None:
 
 
 # ---------------------------------------------------------------- no trace
-
-
-def snapshot(model: nn.Module) -> tuple:
-    return (
-        [m.training for m in model.modules()],
-        [p.requires_grad for p in model.parameters()],
-        [p.grad for p in model.parameters()],
-        [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()],
-        {k: v.clone() for k, v in model.state_dict().items()},
-    )
 
 
 def assert_same(a: tuple, b: tuple) -> None:

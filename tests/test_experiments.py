@@ -15,7 +15,7 @@ from dvehelpers import experiments
 from dvehelpers.evaluate import THRESHOLDS, per_image_iou
 from dvehelpers.experiments import BlurTest, blur_test, gaussian_blur, map_iou, median_seconds
 
-from .conftest import small
+from .conftest import small, snapshot
 
 # ---------------------------------------------------------------- gaussian_blur
 
@@ -176,16 +176,6 @@ def test_blur_test_result_flip_index_at_flip_and_accuracy_by_hand() -> None:
 # ---------------------------------------------------------------- blur_test
 
 
-def _snapshot(model: torch.nn.Module) -> tuple:
-    return (
-        [m.training for m in model.modules()],
-        [p.requires_grad for p in model.parameters()],
-        [p.grad for p in model.parameters()],
-        [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()],
-        {k: v.clone() for k, v in model.state_dict().items()},
-    )
-
-
 def test_blur_test_equals_the_experiment_written_out_and_leaves_no_trace() -> None:
     """At every σ: prediction = label, map_iou with the unblurred map and mask IoU of the blurred image's own
     top-1 map, batch by batch; at σ = 0 the maps agree perfectly and only the planted wrong label is an error."""
@@ -196,9 +186,9 @@ def test_blur_test_equals_the_experiment_written_out_and_leaves_no_trace() -> No
     params = {"layer": "relu4_2"}
     sigmas = [0.0, 1.5, 4.0]
     model.features[0].weight.requires_grad_(False)
-    before = _snapshot(model)
+    before = snapshot(model)
     got = blur_test(model, images, labels, masks, sigmas, "gradcam", params, batch_size=3)
-    after = _snapshot(model)
+    after = snapshot(model)
     assert before[:4] == after[:4] and all(torch.equal(before[4][k], after[4][k]) for k in before[4])
 
     def maps(x: torch.Tensor) -> torch.Tensor:  # the same batches as blur_test, one explain call each

@@ -15,7 +15,7 @@ from torch import nn
 import dvehelpers as dh
 from dvehelpers.methods import fourier
 
-from .conftest import seeded_images, small
+from .conftest import seeded_images, small, snapshot
 
 #: Distinct widths, so that a swap of G₁ and G₂ (or σ₁ used twice) cannot pass.
 SIGMAS: dict[str, float] = {"sigma_low": 0.8, "sigma_high": 2.0}
@@ -284,16 +284,6 @@ def test_non_square_maps_get_a_clear_error_and_work_without_the_noise_filter() -
 
 
 # ---------------------------------------------------------------- class independence and the contract
-
-
-def snapshot(model: nn.Module) -> tuple[list[bool], list[bool], list[object], list[int], dict[str, torch.Tensor]]:
-    return (
-        [m.training for m in model.modules()],
-        [p.requires_grad for p in model.parameters()],
-        [p.grad for p in model.parameters()],
-        [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()],
-        {k: v.clone() for k, v in model.state_dict().items()},
-    )
 
 
 def test_maps_are_identical_for_every_target() -> None:
