@@ -148,9 +148,11 @@ def mask_outline(
     return ax
 
 
-def heat_colorbar(fig: Figure, axes: Any, cmap: str = HEAT_CMAP, label: str = HEAT_LABEL) -> Any:
+def heat_colorbar(
+    fig: Figure, axes: Any, cmap: str = HEAT_CMAP, label: str = HEAT_LABEL, shrink: float = 0.6, aspect: float = 30
+) -> Any:
     """One colour bar for every heatmap of ``axes``, on the [0, 1] scale the methods return."""
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=axes, shrink=0.6, aspect=30, pad=0.01)
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=axes, shrink=shrink, aspect=aspect, pad=0.01)
     bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
     return bar
@@ -481,7 +483,7 @@ def strip(
             mask_outline(axes[1, k], masks[k])
         if k < len(titles):
             axes[0, k].set_title(titles[k], fontsize=7)
-    heat_colorbar(fig, axes[1])
+    heat_colorbar(fig, axes[1], label="heat, min-max per image:\n0 = least, 1 = most salient", shrink=1.0, aspect=12)
     return fig
 
 

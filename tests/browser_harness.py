@@ -359,7 +359,8 @@ def _shot(root: Any, path: str) -> Path:
 
 
 def _change_dropdown(root: Any) -> str | None:
-    """Pick the next option of the target / class dropdown (else the first enabled one); say which (None: none)."""
+    """Pick the next option of the target / class dropdown (else the first enabled one with a choice); say which
+    (None: none)."""
     selects = root.locator(".widget-dropdown")
     order = sorted(range(selects.count()), key=lambda i: _description(selects.nth(i)) not in ("target", "class"))
     for i in order:
@@ -367,6 +368,8 @@ def _change_dropdown(root: Any) -> str | None:
         select = box.locator("select")
         if select.is_enabled():
             n, cur = select.evaluate("s => [s.options.length, s.selectedIndex]")
+            if n < 2:  # one option (e.g. an explorer on a single method): choosing it again changes nothing
+                continue
             select.select_option(index=(cur + 1) % n)
             return f"dropdown {_description(box)!r}"
     return None
