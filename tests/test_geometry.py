@@ -109,3 +109,81 @@ def test_spatial_size_is_one_entry_of_output_sizes() -> None:
         assert dh.geometry.spatial_size(model, i, (97, 131)) == sizes[i]
     assert sizes[dh.models.resolve_layer(model, "pool2")] == (24, 32)
     assert sizes[dh.models.resolve_layer(model, "fc6")] is None
+
+
+# ---------------------------------------------------------------- receptive fields
+
+
+def linearised(model: nn.Module) -> nn.Sequential:
+    """The model's layers up to its first adaptive pool or flatten, with ReLUs as identities and max pools as
+    average pools of the same window: every path is linear with non-zero weights, so a pixel changes exactly
+    the units that see it."""
+    layers: list[nn.Module] = []
+    for step in dh.trace.walk(model):
+        m = step.module
+        if step.kind in ("adaptive_avgpool", "flatten", "linear"):
+            break
+        if isinstance(m, nn.ReLU):
+            m = nn.Identity()
+        elif isinstance(m, nn.MaxPool2d):
+            assert m.dilation in (1, (1, 1))  # an average pool has no dilation
+            m = nn.AvgPool2d(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
+        layers.append(m)
+    return nn.Sequential(*layers).double().eval()
+
+
+@pytest.mark.parametrize(("arch", "size"), [("vgg", 64), ("alexnet", 67), ("odd", 61)])
+def test_receptive_fields_equal_a_perturbation_probe(arch: str, size: int) -> None:
+    """Change one input pixel: the units of each layer that change are exactly those whose analytic window
+    (clipped to the image) contains the pixel — at the corners, the centre and an off-grid pixel."""
+    torch.manual_seed(0)
+    probe = linearised(odd_sequential() if arch == "odd" else dh.models.build(arch, 6))  # odd: dilation, groups
+    x = torch.rand(1, 3, size, size, dtype=torch.float64)
+    steps = dh.trace.walk(probe)
+    with torch.no_grad():
+        for index in [i for i, s in enumerate(steps) if s.kind in ("conv", "avgpool", "batchnorm")]:
+            sub = probe[: index + 1]
+            base = sub(x)
+            rf = dh.geometry.receptive_field(probe, index)
+            for py, px in [(0, 0), (size - 1, size - 1), (size // 2, size // 3), (5, size - 2)]:
+                bumped = x.clone()
+                bumped[0, :, py, px] += 1.0
+                changed = (sub(bumped) - base).abs().amax(1)[0] > 1e-9
+                expected = torch.zeros_like(changed)
+                for u in range(changed.shape[0]):
+                    for v in range(changed.shape[1]):
+                        top, left, bottom, right = rf.box((u, v), (size, size))
+                        expected[u, v] = top <= py < bottom and left <= px < right
+                if arch == "odd":  # a dilated window has holes: never outside it, but not all of it
+                    assert not (changed & ~expected).any(), (steps[index].name, py, px)
+                else:
+                    assert torch.equal(changed, expected), (steps[index].name, py, px)
+
+
+def test_receptive_field_is_the_bounding_box_of_what_a_unit_sees() -> None:
+    """With dilation, groups, batch norm, average and max pools: the pixels a unit's value depends on (its
+    gradient's support on the linearised stack) span exactly its clipped window."""
+    probe = linearised(odd_sequential())
+    steps = dh.trace.walk(probe)
+    size = 61
+    for index in [i for i, s in enumerate(steps) if s.kind in ("conv", "avgpool")]:
+        rf = dh.geometry.receptive_field(probe, index)
+        out = probe[: index + 1](torch.zeros(1, 3, size, size, dtype=torch.float64))
+        for u, v in [(0, 0), (out.shape[2] // 2, out.shape[3] - 1)]:
+            x = torch.rand(1, 3, size, size, dtype=torch.float64, requires_grad=True)
+            probe[: index + 1](x)[0, :, u, v].sum().backward()
+            rows, cols = (x.grad[0].abs().amax(0) > 0).nonzero(as_tuple=True)
+            top, left, bottom, right = rf.box((u, v), (size, size))
+            assert (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1) == (
+                top,
+                left,
+                bottom,
+                right,
+            ), (steps[index].name, u, v)
+
+
+def test_receptive_field_of_a_fully_connected_layer_is_an_error() -> None:
+    """An FC unit sees the whole image: no fixed window, a clear error."""
+    model = dh.models.build("vgg", 6)
+    with pytest.raises(ValueError, match="whole image"):
+        dh.geometry.receptive_field(model, dh.models.resolve_layer(model, "fc6"))

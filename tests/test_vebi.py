@@ -1,0 +1,208 @@
+"""Oramas et al.'s interpretation stage: features against a slow loop, the μ-lasso against SPAMS and
+scikit-learn, its KKT conditions, and the L1-ball projection against an independent bisection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import dvehelpers as dh
+from dvehelpers.methods import vebi
+
+from .conftest import seeded_images, small
+
+# ---------------------------------------------------------------- the L1-ball projection
+
+
+def bisection_projection(v: np.ndarray, mu: float, nonneg: bool) -> np.ndarray:
+    """The projection by bisection on θ (Σ max(|v| − θ, 0) = μ), one column at a time: no sorting."""
+    a = np.clip(v, 0, None) if nonneg else np.abs(v)
+    if a.sum() <= mu:
+        return a if nonneg else v.copy()
+    lo, hi = 0.0, float(a.max())
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.clip(a - mid, 0, None).sum() > mu else (lo, mid)
+    shrunk = np.clip(a - (lo + hi) / 2, 0, None)
+    return shrunk if nonneg else np.sign(v) * shrunk
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+@pytest.mark.parametrize("mu", [0.3, 2.0, 50.0])
+def test_projection_equals_a_bisection_reference(mu: float, nonneg: bool) -> None:
+    """Every column of a random matrix, inside and outside the ball, with ties and zeros."""
+    g = torch.Generator().manual_seed(1)
+    v = torch.randn(40, 7, generator=g, dtype=torch.float64) * 3
+    v[:5, 0] = 1.5  # ties
+    v[:, 1] = 0.0  # a zero column
+    got = vebi.project_l1(v, mu, nonneg)
+    ref = np.stack([bisection_projection(v[:, j].numpy(), mu, nonneg) for j in range(v.shape[1])], 1)
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-12)
+    assert (got.abs().sum(0) <= mu + 1e-12).all()
+    if nonneg:
+        assert (got >= 0).all()
+
+
+def test_projection_is_the_closest_point_of_the_ball() -> None:
+    """No random point of the ball is closer to v than its projection."""
+    g = torch.Generator().manual_seed(2)
+    v = torch.randn(6, 1, generator=g, dtype=torch.float64) * 2
+    p = vebi.project_l1(v, 1.0)
+    others = vebi.project_l1(torch.randn(6, 5000, generator=g, dtype=torch.float64), 1.0)
+    assert (v - p).norm() <= (v - others).norm(dim=0).min() + 1e-12
+
+
+# ---------------------------------------------------------------- μ-lasso
+
+
+def problem(m: int = 30, n: int = 120, c: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random non-negative, L2-normalised features (like vebi.features) and one-hot labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(m, n, generator=g, dtype=torch.float64) ** 3
+    x = x / x.norm(dim=0, keepdim=True)
+    y = torch.arange(n) % c
+    return x, nn.functional.one_hot(y, c).T.double()
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+@pytest.mark.parametrize("mu", [0.5, 3.0])
+def test_mu_lasso_reaches_the_spams_objective(mu: float, nonneg: bool) -> None:
+    """SPAMS `lasso` mode 0 (min ‖x − Dα‖² s.t. ‖α‖₁ ≤ λ, LARS), one class at a time: same objective to 1e-6."""
+    import spams  # spams-bin, in the dev extra
+    x, lab = problem()
+    res = vebi.mu_lasso(x, lab, mu, nonneg=nonneg)
+    d, s = np.asfortranarray(x.T.numpy()), np.asfortranarray(lab.T.numpy())
+    alpha = spams.lasso(s, D=d, lambda1=mu, mode=0, pos=nonneg, numThreads=1).toarray()
+    ref = ((d @ alpha - s) ** 2).sum(0)
+    assert res.converged
+    np.testing.assert_allclose(res.objective.numpy(), ref, rtol=1e-6)
+    torch.testing.assert_close(res.objective, vebi.lasso_objective(x, lab, res.W))
+
+
+def test_mu_lasso_equals_scikit_learn_on_the_penalised_path() -> None:
+    """scikit-learn's Lasso (penalised form) gives w_α; with μ = ‖w_α‖₁ the constrained problem has the same
+    solution (full column rank: unique), so W must equal it."""
+    from sklearn.linear_model import Lasso
+
+    x, lab = problem(m=12, n=80, c=3, seed=3)
+    for alpha in (1e-3, 1e-2):
+        for j in range(lab.shape[0]):
+            sk = Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=200000).fit(x.T.numpy(), lab[j].numpy())
+            mu = float(np.abs(sk.coef_).sum())
+            res = vebi.mu_lasso(x, lab[j : j + 1], mu, tol=1e-13, max_iter=200000)
+            np.testing.assert_allclose(res.W[:, 0].numpy(), sk.coef_, atol=2e-6)
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_mu_lasso_satisfies_the_kkt_conditions(nonneg: bool) -> None:
+    """At the solution: where w ≠ 0 the gradient is −λ·sign(w) for one λ ≥ 0 per class (λ·1 for nonneg, on
+    the support), elsewhere |∇| ≤ λ (∇ ≥ −λ for nonneg); λ > 0 only when the L1 constraint is active."""
+    x, lab = problem(seed=4)
+    mu = 1.5
+    res = vebi.mu_lasso(x, lab, mu, nonneg=nonneg, tol=1e-12, max_iter=100000)
+    grad = 2 * (x @ (x.T @ res.W - lab.T))
+    for j in range(lab.shape[0]):
+        w, gj = res.W[:, j], grad[:, j]
+        support = w.abs() > 1e-10
+        lam = float((-gj[support] * torch.sign(w[support])).mean())
+        assert lam >= 0
+        torch.testing.assert_close(
+            -gj[support] * torch.sign(w[support]), torch.full_like(gj[support], lam), atol=1e-5, rtol=0
+        )
+        if nonneg:
+            assert (gj[~support] >= -lam - 1e-5).all()
+        else:
+            assert (gj[~support].abs() <= lam + 1e-5).all()
+        assert abs(float(w.abs().sum()) - mu) < 1e-8  # active at this μ
+    assert (res.gap <= 1e-10 * res.objective.clamp(min=1)).all()
+
+
+def test_large_mu_is_least_squares() -> None:
+    """With μ above ‖w_LS‖₁ the constraint is inactive: W is the least-squares solution."""
+    x, lab = problem(m=10, n=60, c=3, seed=5)
+    ls = torch.linalg.lstsq(x.T, lab.T).solution
+    res = vebi.mu_lasso(x, lab, float(ls.abs().sum(0).max()) * 2, tol=1e-13, max_iter=200000)
+    torch.testing.assert_close(res.W, ls, atol=1e-6, rtol=0)
+
+
+def test_all_classes_at_once_equal_one_at_a_time_and_warm_starts_agree() -> None:
+    """The batched solve is C independent problems; a warm start from another μ reaches the same solution."""
+    x, lab = problem(seed=6)
+    together = vebi.mu_lasso(x, lab, 2.0, tol=1e-12)
+    alone = torch.cat([vebi.mu_lasso(x, lab[j : j + 1], 2.0, tol=1e-12).W for j in range(lab.shape[0])], 1)
+    torch.testing.assert_close(together.W, alone, atol=1e-7, rtol=0)
+    warm = vebi.mu_lasso(x, lab, 2.0, W0=vebi.mu_lasso(x, lab, 1.0).W, tol=1e-12)
+    torch.testing.assert_close(warm.W, together.W, atol=1e-7, rtol=0)
+
+
+def test_mu_lasso_keeps_dtype_and_device_and_rejects_bad_input() -> None:
+    """float32 in, float32 out; μ ≤ 0, mismatched shapes and non-finite data are named."""
+    x, lab = problem()
+    assert vebi.mu_lasso(x.float(), lab.float(), 1.0).W.dtype == torch.float32
+    with pytest.raises(ValueError, match="positive"):
+        vebi.mu_lasso(x, lab, 0.0)
+    with pytest.raises(ValueError, match="m×N"):
+        vebi.mu_lasso(x, lab[:, :-1], 1.0)
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        vebi.mu_lasso(bad, lab, 1.0)
+    with pytest.raises(ValueError, match="positive"):
+        vebi.project_l1(x, -1.0)
+
+
+# ---------------------------------------------------------------- features
+
+
+def slow_features(model: nn.Module, images: torch.Tensor, layers: list[str], l2: bool) -> torch.Tensor:
+    """Image by image, layer by layer, channel by channel, with explicit sums."""
+    rows = []
+    for b in range(images.shape[0]):
+        trace = dh.trace.record(model, images[b : b + 1])
+        parts = []
+        for name in layers:
+            acts = trace.output(dh.models.resolve_layer(model, name))[0]
+            energy = torch.stack([acts[c].square().sum() for c in range(acts.shape[0])])
+            parts.append(energy / energy.sum() if energy.sum() > 0 else energy)
+        row = torch.cat(parts)
+        rows.append(row / row.norm() if l2 and row.norm() > 0 else row)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("l2", [True, False])
+def test_features_equal_a_slow_loop(arch: str, l2: bool) -> None:
+    """Squared L2 energy per channel, L1 over each layer, concatenated, optionally L2 over the whole."""
+    model, x = small(arch), seeded_images(0, b=3)
+    layers = vebi.default_feature_layers(model)
+    torch.testing.assert_close(
+        vebi.features(model, x, l2_normalize=l2, batch_size=2), slow_features(model, x, layers, l2)
+    )
+
+
+def test_default_layers_and_layout() -> None:
+    """Every ReLU up to the last hidden FC layer; indices map back to (layer, channel) and forth."""
+    model = small("vgg")
+    layers = vebi.default_feature_layers(model)
+    names = dh.models.layer_names(model)
+    assert layers == [n for n in names if n.startswith("relu")]  # fc relus included, the output layer has none
+    layout = vebi.feature_layout(model)
+    assert layout.size == vebi.features(model, seeded_images(1, b=1)).shape[1]
+    for i in (0, 17, layout.size - 1):
+        assert layout.index(*layout.locate(i)) == i
+    last, n_last = layout.layers[-1], layout.channels[-1]
+    assert layout.locate(layout.size - 1) == (last, n_last - 1)
+    with pytest.raises(IndexError, match="out of range"):
+        layout.locate(layout.size)
+    with pytest.raises(ValueError, match="valid"):
+        layout.index("pool1", 0)
+
+
+def test_features_from_a_dataloader_equal_the_tensor_path() -> None:
+    """A DataLoader of (image, label, mask) tuples gives the same rows as the tensor."""
+    model = small("alexnet")
+    x = seeded_images(2, b=5)
+    ds = torch.utils.data.TensorDataset(x, torch.zeros(5), torch.zeros(5))
+    loader = torch.utils.data.DataLoader(ds, batch_size=2)
+    torch.testing.assert_close(vebi.features(model, loader), vebi.features(model, x))
