@@ -483,7 +483,7 @@ def strip(
             mask_outline(axes[1, k], masks[k])
         if k < len(titles):
             axes[0, k].set_title(titles[k], fontsize=7)
-    heat_colorbar(fig, axes[1], label="heat, min-max per image:\n0 = least, 1 = most salient", shrink=1.0, aspect=12)
+    heat_colorbar(fig, axes[1], label=HEAT_LABEL.replace(": ", ":\n"), shrink=1.0, aspect=12)
     return fig
 
 

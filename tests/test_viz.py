@@ -445,7 +445,7 @@ def test_strip_shows_each_step_above_its_heatmap_with_one_colour_bar() -> None:
         np.testing.assert_allclose(axes[1, k].images[1].get_array(), maps[k].numpy())
         assert axes[1, k].collections and not axes[0, k].collections  # the mask is outlined on the maps only
     assert [ax.get_title() for ax in axes[0]] == ["σ=0", "σ=1", "σ=2"]
-    assert bar.get_ylabel() == viz.HEAT_LABEL
+    assert bar.get_ylabel() == viz.HEAT_LABEL.replace(": ", ":\n")  # two lines fit the row's height
     plt.close(fig)
 
 
