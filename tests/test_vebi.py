@@ -71,6 +71,7 @@ def problem(m: int = 30, n: int = 120, c: int = 4, seed: int = 0) -> tuple[torch
 def test_mu_lasso_reaches_the_spams_objective(mu: float, nonneg: bool) -> None:
     """SPAMS `lasso` mode 0 (min ‖x − Dα‖² s.t. ‖α‖₁ ≤ λ, LARS), one class at a time: same objective to 1e-6."""
     import spams  # spams-bin, in the dev extra
+
     x, lab = problem()
     res = vebi.mu_lasso(x, lab, mu, nonneg=nonneg)
     d, s = np.asfortranarray(x.T.numpy()), np.asfortranarray(lab.T.numpy())
