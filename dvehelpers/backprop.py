@@ -8,6 +8,9 @@ methods differ only by the rule set they pass:
 * ``GRADIENT``: the exact vector-Jacobian product of every layer (equals ``torch.autograd``).
 * ``DECONVNET`` (Zeiler & Fergus 2014): ReLU passes ``max(signal, 0)`` whatever the forward input was.
 * ``GUIDED`` (Springenberg et al. 2015): ReLU passes ``max(signal, 0) · [x_in > 0]``.
+* ``GUIDED_STRIDED_FIX`` (Oramas et al. 2019): ``GUIDED`` whose strided convolutions first resize the signal
+  to ``n' = H_in + 2p − d(k − 1)`` and then apply a stride-1 transposed convolution, which lands on ``H_in``
+  without the stride's grid of gaps (:func:`strided_fix`).
 
 Max pooling routes through the forward pass's switches in all three. Later papers add their own rules
 with :meth:`RuleSet.with_rules` (Oramas et al.'s strided-convolution fix, FBI's unpooling and masks).
@@ -25,7 +28,19 @@ from torch import Tensor, nn
 
 from .trace import Step, Trace
 
-__all__ = ["Rule", "RuleSet", "GRADIENT", "DECONVNET", "GUIDED", "RULESETS", "propagate", "one_hot"]
+__all__ = [
+    "Rule",
+    "RuleSet",
+    "GRADIENT",
+    "DECONVNET",
+    "GUIDED",
+    "GUIDED_STRIDED_FIX",
+    "RULESETS",
+    "RESIZE_MODES",
+    "strided_fix",
+    "propagate",
+    "one_hot",
+]
 
 Rule = Callable[[Step, Tensor, Tensor, Tensor, Any], Tensor]
 After = Callable[[Step, Tensor, Tensor], Tensor]
@@ -148,7 +163,45 @@ GRADIENT = RuleSet(
 )
 DECONVNET = GRADIENT.with_rules("deconvnet", relu=_relu_deconvnet, doc="Zeiler & Fergus 2014")
 GUIDED = GRADIENT.with_rules("guided", relu=_relu_guided, doc="Springenberg et al. 2015")
-RULESETS: Mapping[str, RuleSet] = MappingProxyType({r.name: r for r in (GRADIENT, DECONVNET, GUIDED)})
+
+
+# ---------------------------------------------------------------- Oramas et al.'s strided-convolution fix
+
+#: How :func:`strided_fix` resizes the signal before the stride-1 transposed convolution.
+RESIZE_MODES = ("nearest", "bilinear")
+
+
+def strided_fix(resize: str = "nearest") -> Rule:
+    """The conv rule of Oramas et al. (2019): for a strided convolution (kernel k, padding p, dilation d), resize
+    the backward signal to ``n' = H_in + 2p − d(k − 1)`` per axis, then apply a stride-1 transposed convolution
+    with the layer's filters and padding, whose output is ``H_in`` again. The exact rule (a transposed
+    convolution with the stride) scatters every unit into a grid with gaps of the stride's period, the
+    checkerboard of deconvolution visualisations; resizing first spreads the signal evenly. Stride-1
+    convolutions keep the exact rule."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize!r}")
+
+    def rule(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+        m = step.module
+        assert isinstance(m, nn.Conv2d)
+        stride = _pair(m.stride)
+        if stride == (1, 1) or isinstance(m.padding, str) or m.padding_mode != "zeros":
+            return _conv_gradient(step, x_in, x_out, signal, aux)
+        k, p, d = _pair(m.kernel_size), _pair(m.padding), _pair(m.dilation)
+        size = tuple(x_in.shape[2 + i] + 2 * p[i] - d[i] * (k[i] - 1) for i in range(2))
+        kwargs = {"align_corners": False} if resize == "bilinear" else {}
+        resized = torch.nn.functional.interpolate(signal, size=size, mode=resize, **kwargs)
+        return torch.nn.functional.conv_transpose2d(resized, m.weight, None, 1, p, 0, m.groups, d)
+
+    return rule
+
+
+GUIDED_STRIDED_FIX = GUIDED.with_rules(
+    "guided_strided_fix", conv=strided_fix("nearest"), doc="Oramas et al. 2019: guided, strided convs resized"
+)
+RULESETS: Mapping[str, RuleSet] = MappingProxyType(
+    {r.name: r for r in (GRADIENT, DECONVNET, GUIDED, GUIDED_STRIDED_FIX)}
+)
 
 
 # ---------------------------------------------------------------- the engine
