@@ -207,3 +207,54 @@ def test_features_from_a_dataloader_equal_the_tensor_path() -> None:
     ds = torch.utils.data.TensorDataset(x, torch.zeros(5), torch.zeros(5))
     loader = torch.utils.data.DataLoader(ds, batch_size=2)
     torch.testing.assert_close(vebi.features(model, loader), vebi.features(model, x))
+
+
+# ---------------------------------------------------------------- the interpretation
+
+
+def test_fit_is_features_then_the_mu_lasso(tmp_path: object) -> None:
+    """fit = features of every image, one-hot labels (ground truth or predicted), mu_lasso; saved and loaded
+    back with weights_only, equal; relevant features are the non-zeros of w_j, strongest first."""
+    model = small("alexnet", dtype=torch.float32)
+    x = seeded_images(5, b=12, dtype=torch.float32)
+    y = torch.arange(12) % 6
+    interp = vebi.fit(model, (x, y), mu=0.8, progress=False, record={"model": "test"})
+    feats = vebi.features(model, x)
+    ref = vebi.mu_lasso(feats.T, nn.functional.one_hot(y, 6).T.float(), 0.8)
+    torch.testing.assert_close(interp.W, ref.W)
+    assert interp.layout.size == interp.W.shape[0] and interp.record["model"] == "test"
+    predicted = vebi.fit(model, (x, y), mu=0.8, labels="predicted", progress=False)
+    top1 = dh.train.predict(model, x)
+    ref_pred = vebi.mu_lasso(feats.T, nn.functional.one_hot(top1, 6).T.float(), 0.8)
+    torch.testing.assert_close(predicted.W, ref_pred.W)
+    for j in range(6):
+        rel = interp.relevant(j)
+        assert set(rel.tolist()) == set(interp.W[:, j].nonzero()[:, 0].tolist())
+        assert (interp.W[rel, j].abs().diff() <= 0).all()
+    path = interp.save(tmp_path / "i.pt")  # type: ignore[operator]
+    back = vebi.Interpretation.load(path)
+    torch.testing.assert_close(back.W, interp.W)
+    assert (back.layers, back.channels, back.mu, back.labels) == (interp.layers, interp.channels, 0.8, "ground_truth")
+
+
+def test_interpretation_files_are_checked(tmp_path: object) -> None:
+    """A corrupt file, a foreign dict and an unsafe pickle are refused with a clear error."""
+    bad = tmp_path / "bad.pt"  # type: ignore[operator]
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="corrupt"):
+        vebi.Interpretation.load(bad)
+    torch.save({"W": torch.zeros(2, 2)}, bad)
+    with pytest.raises(ValueError, match="not an interpretation"):
+        vebi.Interpretation.load(bad)
+    torch.save({"evil": object()}, bad)
+    with pytest.raises(ValueError, match="weights-only"):
+        vebi.Interpretation.load(bad)
+
+
+def test_fit_rejects_bad_options() -> None:
+    """An unknown labels option and μ ≤ 0 are named."""
+    model, x = small("alexnet", dtype=torch.float32), seeded_images(0, b=2, dtype=torch.float32)
+    with pytest.raises(ValueError, match="'ground_truth', 'predicted'"):
+        vebi.fit(model, (x, torch.tensor([0, 1])), labels="truth", progress=False)
+    with pytest.raises(ValueError, match="positive"):
+        vebi.fit(model, (x, torch.tensor([0, 1])), mu=0, progress=False)

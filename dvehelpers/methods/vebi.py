@@ -17,8 +17,10 @@ relevant features of class j are the non-zero entries of ``w_j``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +31,9 @@ from ..models import resolve_layer
 from ..trace import record, walk
 
 __all__ = [
+    "LABELS",
+    "Interpretation",
+    "fit",
     "FeatureLayout",
     "feature_layout",
     "default_feature_layers",
@@ -253,3 +258,131 @@ def mu_lasso(
         it,
         converged,
     )
+
+
+# ---------------------------------------------------------------- the interpretation
+
+#: Which labels the μ-lasso fits: the ground truth (the paper) or the model's own predictions (later ports).
+LABELS = ("ground_truth", "predicted")
+_VERSION = 1
+
+
+@dataclass
+class Interpretation:
+    """A fitted interpretation: ``W`` (m×C, one column of feature weights per class), the feature ``layers``
+    and their ``channels`` (:class:`FeatureLayout`), how it was fitted (``mu``, ``nonneg``, ``labels``,
+    ``l2_normalize``), the solver's final duality ``gap`` per class, and a ``record`` of the model and data
+    (plain strings and numbers)."""
+
+    W: Tensor
+    layers: tuple[str, ...]
+    channels: tuple[int, ...]
+    mu: float
+    nonneg: bool
+    labels: str
+    l2_normalize: bool
+    gap: Tensor
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> FeatureLayout:
+        return FeatureLayout(self.layers, self.channels)
+
+    def relevant(self, j: int, tol: float = 0.0) -> Tensor:
+        """Indices of the relevant features of class ``j``: the entries of ``w_j`` with ``|w| > tol``,
+        strongest first."""
+        if not 0 <= j < self.W.shape[1]:
+            raise IndexError(f"class {j} out of range: the interpretation has {self.W.shape[1]} classes")
+        w = self.W[:, j]
+        idx = (w.abs() > tol).nonzero()[:, 0]
+        return idx[w[idx].abs().argsort(descending=True)]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically (temporary file, then rename) a file that :meth:`load` reads with
+        ``torch.load(weights_only=True)``: tensors, strings, numbers, lists and dicts only."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {
+            "version": _VERSION,
+            "W": self.W.detach().cpu(),
+            "gap": self.gap.detach().cpu(),
+            "layers": list(self.layers),
+            "channels": list(self.channels),
+            "mu": float(self.mu),
+            "nonneg": bool(self.nonneg),
+            "labels": self.labels,
+            "l2_normalize": bool(self.l2_normalize),
+            "record": dict(self.record),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Interpretation:
+        """Read a file written by :meth:`save`; a corrupt, unsafe or foreign file gets a clear error."""
+        try:
+            blob = torch.load(Path(path), map_location=map_location, weights_only=True)
+        except Exception as err:  # pickle, zip and unsafe-global errors all mean "do not trust this file"
+            raise ValueError(f"cannot read interpretation {path}: corrupt or not a weights-only file ({err})") from err
+        keys = {"version", "W", "gap", "layers", "channels", "mu", "nonneg", "labels", "l2_normalize", "record"}
+        if not isinstance(blob, dict) or set(blob) != keys or blob["version"] != _VERSION:
+            raise ValueError(f"{path} is not an interpretation file of version {_VERSION}")
+        if blob["W"].shape[0] != sum(blob["channels"]):
+            raise ValueError(f"{path}: W has {blob['W'].shape[0]} rows for {sum(blob['channels'])} features")
+        return cls(
+            blob["W"],
+            tuple(blob["layers"]),
+            tuple(blob["channels"]),
+            blob["mu"],
+            blob["nonneg"],
+            blob["labels"],
+            blob["l2_normalize"],
+            blob["gap"],
+            blob["record"],
+        )
+
+
+def _labelled(dataset: Any) -> tuple[Tensor, Tensor]:
+    if hasattr(dataset, "tensors"):  # dh.data.An8Flower
+        images, labels, _ = dataset.tensors()
+        return images, labels
+    if isinstance(dataset, (tuple, list)) and len(dataset) >= 2:
+        return dataset[0], dataset[1]
+    raise TypeError("dataset must be an An8Flower dataset or an (images, labels, …) tuple of tensors")
+
+
+def fit(
+    model: nn.Module,
+    dataset: Any,
+    mu: float = 5.0,
+    labels: str = "ground_truth",
+    nonneg: bool = False,
+    layers: Sequence[str] | None = None,
+    l2_normalize: bool = True,
+    batch_size: int = 64,
+    progress: bool = True,
+    record: Mapping[str, Any] | None = None,
+    **solver: Any,
+) -> Interpretation:
+    """Fit the interpretation of ``model`` on a labelled training set (steps 1–4 of METHODS.md §3): the
+    features of every image, then the μ-lasso against the one-hot ``labels`` (the ground truth, or the model's
+    predictions with ``labels="predicted"``). ``mu`` = 5 is the authors' value for an8Flower; ``solver`` goes
+    to :func:`mu_lasso` (``tol``, ``max_iter``)."""
+    from ..models import num_classes
+    from ..train import predict
+
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {', '.join(map(repr, LABELS))}, got {labels!r}")
+    if not mu > 0:
+        raise ValueError(f"mu must be a positive L1 radius, got {mu}")
+    images, truth = _labelled(dataset)
+    names = list(default_feature_layers(model) if layers is None else layers)
+    x = features(model, images, names, l2_normalize, batch_size, progress)
+    y = predict(model, images, batch_size) if labels == "predicted" else truth
+    lab = torch.nn.functional.one_hot(y.to(x.device).long(), num_classes(model)).T.to(x.dtype)
+    res = mu_lasso(x.T, lab, mu, nonneg, **solver)
+    layout = feature_layout(model, names, size=images.shape[-1])
+    info = {"images": len(images), "classes": int(lab.shape[0]), "converged": res.converged, **dict(record or {})}
+    return Interpretation(res.W, layout.layers, layout.channels, mu, nonneg, labels, l2_normalize, res.gap, info)
