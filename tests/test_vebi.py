@@ -258,3 +258,57 @@ def test_fit_rejects_bad_options() -> None:
         vebi.fit(model, (x, torch.tensor([0, 1])), labels="truth", progress=False)
     with pytest.raises(ValueError, match="positive"):
         vebi.fit(model, (x, torch.tensor([0, 1])), mu=0, progress=False)
+
+
+# ---------------------------------------------------------------- average images
+
+
+def planted() -> tuple[nn.Sequential, torch.Tensor]:
+    """A 3×3 box-filter conv whose channel 0 sums the input and channel 1 is a constant 1 (so channel 0's share
+    of the energy grows with brightness), ReLU and a 2×2 pool (receptive field 4×4, jump 2, start −1); images
+    are black with one bright 2×2 square each, of growing brightness, at varied places."""
+    conv = nn.Conv2d(3, 2, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0] = 1.0
+        conv.bias.copy_(torch.tensor([0.0, 1.0]))
+    model = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 16 * 16, 3)).eval()
+    images = torch.zeros(6, 3, 32, 32)
+    for n, (r, c) in enumerate([(2, 3), (20, 8), (11, 24), (26, 27), (5, 14), (14, 2)]):
+        images[n, :, r : r + 2, c : c + 2] = 0.3 + 0.1 * n
+    return model, images
+
+
+def test_average_image_ranks_by_response_and_crops_the_planted_squares() -> None:
+    """The top images are those of largest response; each crop is the 4×4 window [2u − 1, 2u + 3) of the strongest
+    pool unit u, which holds the whole square; the mean is the mean of those crops resized."""
+    model, images = planted()
+    avg = vebi.average_image(model, images, "pool1", 0, top=3, size=8, batch_size=4)
+    share = vebi.features(model, images, ["pool1"], l2_normalize=False)[:, 0]  # channel 0's share at pool1
+    assert avg.top.tolist() == share.argsort(descending=True)[:3].tolist()
+    assert len(set(share.tolist())) == len(share)  # no ties: the ranking is defined
+    pooled = model[:3](images)[:, 0]
+    crops = []
+    for n, box in zip(avg.top.tolist(), avg.boxes, strict=True):
+        u, v = divmod(int(pooled[n].flatten().argmax()), pooled.shape[-1])
+        assert box == (max(2 * u - 1, 0), max(2 * v - 1, 0), min(2 * u + 3, 32), min(2 * v + 3, 32))
+        top, left, bottom, right = box
+        assert images[n, 0, top:bottom, left:right].sum() == images[n, 0].sum()  # the whole square is in the crop
+        crops.append(F_interp(images[n : n + 1, :, top:bottom, left:right], 8))
+    torch.testing.assert_close(avg.mean, torch.cat(crops).mean(0))
+
+
+def test_average_image_of_a_fully_connected_feature_is_the_whole_image() -> None:
+    """An FC unit has no position: the crops are whole images; a bad channel is named."""
+    model = small("alexnet", dtype=torch.float32)
+    x = seeded_images(7, b=4, dtype=torch.float32)
+    avg = vebi.average_image(model, x, "relu6", 3, top=2, size=16)
+    assert avg.boxes == [(0, 0, 112, 112)] * 2
+    expected = F_interp(x[avg.top], 16).mean(0)
+    torch.testing.assert_close(avg.mean, expected)
+    with pytest.raises(ValueError, match="out of range"):
+        vebi.average_image(model, x, "relu6", 10**6)
+
+
+def F_interp(x: torch.Tensor, size: int) -> torch.Tensor:
+    return nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

@@ -31,6 +31,8 @@ from ..models import resolve_layer
 from ..trace import record, walk
 
 __all__ = [
+    "AverageImage",
+    "average_image",
     "LABELS",
     "Interpretation",
     "fit",
@@ -386,3 +388,64 @@ def fit(
     layout = feature_layout(model, names, size=images.shape[-1])
     info = {"images": len(images), "classes": int(lab.shape[0]), "converged": res.converged, **dict(record or {})}
     return Interpretation(res.W, layout.layers, layout.channels, mu, nonneg, labels, l2_normalize, res.gap, info)
+
+
+# ---------------------------------------------------------------- average-image interpretations
+
+
+@dataclass
+class AverageImage:
+    """The interpretation image of one feature: the ``mean`` (3×S×S) of the crops of the ``top`` images
+    (their indices, strongest first) by the feature's ``response`` (its value in :func:`features`), each
+    cropped at the feature's receptive field around the unit of maximum response (``boxes``: top, left,
+    bottom, right) and resized to S×S."""
+
+    mean: Tensor
+    top: Tensor
+    response: Tensor
+    boxes: list[tuple[int, int, int, int]]
+
+
+def average_image(
+    model: nn.Module,
+    images: Tensor,
+    layer: str,
+    channel: int,
+    top: int = 100,
+    size: int = 64,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> AverageImage:
+    """Oramas et al.'s average-image interpretation of feature (``layer``, ``channel``) over ``images``
+    (e.g. the training split). The response is the feature value of :func:`features` (the channel's share of
+    its layer's energy); a fully connected feature has no position, so its crop is the whole image."""
+    from tqdm.auto import tqdm
+
+    from ..geometry import receptive_field
+
+    index = resolve_layer(model, layer)
+    dev = next(model.parameters()).device
+    values, peaks = [], []
+    for i in tqdm(range(0, len(images), batch_size), desc=f"{layer}:{channel}", disable=not progress):
+        acts = record(model, check_images(model, images[i : i + batch_size].to(dev)), upto=index).output(index)
+        if not 0 <= channel < acts.shape[1]:
+            raise ValueError(f"channel {channel} out of range for {layer} with {acts.shape[1]} channels")
+        values.append(_layer_energy(acts)[:, channel])
+        peaks.append(acts[:, channel].flatten(1).argmax(1) if acts.ndim == 4 else torch.zeros_like(values[-1]).long())
+        width = acts.shape[-1] if acts.ndim == 4 else 1
+    response, peak = torch.cat(values), torch.cat(peaks)
+    order = response.argsort(descending=True)[:top]
+    h, w = images.shape[-2:]
+    rf = receptive_field(model, index) if _spatial(model, index) else None  # FC features: the whole image
+    crops, boxes = [], []
+    for n in order.tolist():
+        box = (0, 0, h, w) if rf is None else rf.box(divmod(int(peak[n]), width), (h, w))
+        crop = images[n : n + 1, :, box[0] : box[2], box[1] : box[3]].to(dev)
+        crops.append(torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False))
+        boxes.append(box)
+    return AverageImage(torch.cat(crops).mean(0), order, response[order], boxes)
+
+
+def _spatial(model: nn.Module, index: int) -> bool:
+    """Whether step ``index`` still has positions (before any adaptive pool, flatten or linear step)."""
+    return all(s.kind not in ("adaptive_avgpool", "flatten", "linear") for s in walk(model)[: index + 1])
