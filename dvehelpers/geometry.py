@@ -43,19 +43,13 @@ def _conv_padding(m: nn.Conv2d) -> tuple[int, int]:
 
 def _step_size(step: Step, hw: Size) -> Size | None:
     m = step.module
-    if step.kind == "conv":
-        assert isinstance(m, nn.Conv2d)
-        pad = _conv_padding(m)
-        if pad == (-1, -1):
-            return hw
-        k, s, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
-        return tuple(_window_out(hw[i], k[i], s[i], pad[i], d[i], False) for i in range(2))  # type: ignore[return-value]
-    if step.kind in ("maxpool", "avgpool"):
-        assert isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))
-        k, p = _pair(m.kernel_size), _pair(m.padding)
-        s = _pair(m.stride if m.stride is not None else m.kernel_size)
-        d = _pair(m.dilation) if isinstance(m, nn.MaxPool2d) else (1, 1)
-        return tuple(_window_out(hw[i], k[i], s[i], p[i], d[i], m.ceil_mode) for i in range(2))  # type: ignore[return-value]
+    if step.kind == "conv" and getattr(m, "padding", None) == "same":  # stride 1 only: the size is kept
+        return hw
+    window = _window(step)
+    if window is not None:
+        k, s, p, d = window
+        ceil = bool(getattr(m, "ceil_mode", False))
+        return tuple(_window_out(hw[i], k[i], s[i], p[i], d[i], ceil) for i in range(2))  # type: ignore[return-value]
     if step.kind == "adaptive_avgpool":
         assert isinstance(m, nn.AdaptiveAvgPool2d)
         size = (m.output_size,) * 2 if isinstance(m.output_size, int) else tuple(m.output_size)
