@@ -33,10 +33,12 @@ lab: $(STAMP)
 data: $(STAMP)
 	$(BIN)/python -m dvehelpers render
 
-# Retrain the shipped an8Flower checkpoints (data/models/), one variant and architecture at a time.
+# Retrain the shipped an8Flower checkpoints (data/models/), one variant and architecture at a time, and refit
+# their relevant-filter interpretations (data/models/vebi/).
 models: $(STAMP)
 	for v in single-6c double-12c; do for a in vgg alexnet; do \
-		$(BIN)/python -m dvehelpers train --variant $$v --arch $$a || exit 1; done; done
+		$(BIN)/python -m dvehelpers train --variant $$v --arch $$a || exit 1; \
+		$(BIN)/python -m dvehelpers interpret --variant $$v --arch $$a || exit 1; done; done
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_methods.py --write

@@ -1,4 +1,4 @@
-"""Command line: ``python -m dvehelpers methods | run | render | train | bench``."""
+"""Command line: ``python -m dvehelpers methods | run | render | train | interpret | bench``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_interpret(args: argparse.Namespace) -> int:
+    from .methods.vebi import fit_shipped
+
+    for variant in args.variant:
+        for arch in args.arch:
+            print(f"saved {fit_shipped(variant, arch, seed=args.seed, mu=args.mu)}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     script = ROOT / "benchmarks" / "bench_methods.py"
     if not script.exists():
@@ -77,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default=None, help="output folder (default data/models)")
     train.set_defaults(fn=cmd_train)
+    interp = sub.add_parser("interpret", help="fit the vebi interpretation of shipped models (data/models/vebi/)")
+    interp.add_argument("--variant", action="append", choices=["single-6c", "double-12c"], required=True)
+    interp.add_argument("--arch", action="append", choices=["vgg", "alexnet"], required=True)
+    interp.add_argument("--seed", type=int, default=0, help="data seed of the training split (the models' own)")
+    interp.add_argument(
+        "--mu", type=float, default=5.0, help="L1 radius of the mu-lasso (the authors' an8Flower value)"
+    )
+    interp.set_defaults(fn=cmd_interpret)
     bench = sub.add_parser("bench", help="run benchmarks/bench_methods.py (arguments are passed on)")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(fn=cmd_bench)

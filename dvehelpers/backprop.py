@@ -39,6 +39,7 @@ __all__ = [
     "RESIZE_MODES",
     "strided_fix",
     "propagate",
+    "propagate_from",
     "one_hot",
 ]
 
@@ -226,6 +227,27 @@ def propagate(trace: Trace, signal: Tensor, rules: RuleSet, start: int | None = 
             signal = rules.rule(step)(step, x_in, x_out, signal, trace.aux.get(i))
             if rules.after is not None:
                 signal = rules.after(step, x_in, signal)
+    return signal
+
+
+def propagate_from(trace: Trace, signals: Mapping[int, Tensor], rules: RuleSet, stop: int = 0) -> Tensor:
+    """Walk down from several layers at once: ``signals[i]`` (shaped like the output of step ``i``) joins the
+    walk when it reaches the output of step ``i``; the sum arrives at the input of step ``stop``.
+
+    Rules such as guided backprop's are not linear, so the result equals the sum of separate walks only where
+    the walks do not overlap: give each image row its start signal at one layer alone (zeros elsewhere, which
+    every rule maps to zeros), and this is one batched walk for starts at different depths.
+    """
+    if not signals:
+        raise ValueError("no start signals given")
+    starts = sorted(signals, reverse=True)
+    if starts[-1] < stop:
+        raise ValueError(f"a start signal at step {starts[-1]} lies below the stop step {stop}")
+    signal = signals[starts[0]]
+    for hi, lo in zip(starts, [*starts[1:], stop - 1], strict=True):
+        signal = propagate(trace, signal, rules, start=hi, stop=lo + 1)
+        if lo >= stop:
+            signal = signal + signals[lo]
     return signal
 
 

@@ -21,6 +21,8 @@ from .checks import preserved
 __all__ = ["Param", "Method", "METHODS", "register", "explain"]
 
 MethodFn = Callable[..., Tensor]
+#: The kinds of :class:`Param`.
+KINDS = ("float", "int", "bool", "choice", "layer", "channels", "object")
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,8 @@ class Param:
     """A method parameter: default, one-line doc, and its valid values.
 
     ``kind`` is ``"float"``, ``"int"``, ``"bool"``, ``"choice"`` (one of ``choices``), ``"layer"`` (a layer
-    name of the model, ``None`` = the method's default) or ``"channels"`` (``None`` or a list of ints).
+    name of the model, ``None`` = the method's default), ``"channels"`` (``None`` or a list of ints) or
+    ``"object"`` (a Python object the method checks itself, e.g. a fitted interpretation; it has no control).
     ``range`` bounds numbers, inclusive; ``log=True`` says the range spans orders of magnitude (a control
     then moves on a log scale). A parameter whose default is ``None`` also accepts ``None`` (the method then
     chooses, as its doc line says).
@@ -43,6 +46,8 @@ class Param:
     log: bool = False
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"parameter {self.name!r}: unknown kind {self.kind!r}; valid: {', '.join(KINDS)}")
         if self.kind == "choice" and not self.choices:
             raise ValueError(f"parameter {self.name!r}: a choice parameter needs choices")
         if self.log and (self.kind != "float" or self.range is None or self.range[0] <= 0):

@@ -93,6 +93,14 @@ class Trace:
             raise RuntimeError(f"input of step {i} ({self.steps[i].name}) was not kept")
         return out
 
+    def select(self, rows: Tensor, upto: int | None = None) -> Trace:
+        """The trace of the images ``rows`` (a LongTensor, repeats allowed) through step ``upto`` (default: all),
+        as if they had been recorded in that order: one forward pass serves several backward passes per image."""
+        last = len(self.steps) - 1 if upto is None else upto
+        acts = [None if a is None else a.index_select(0, rows) for a in self.acts[: last + 2]]
+        aux = {i: a.index_select(0, rows) for i, a in self.aux.items() if i <= last}
+        return Trace(self.steps[: last + 1], acts, aux)
+
 
 def _kind(module: nn.Module) -> str | None:
     for cls, kind in _KINDS:

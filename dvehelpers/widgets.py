@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -125,6 +125,8 @@ def param_widget(spec: Param, model: nn.Module | None = None) -> W.DOMWidget:
         "tooltip": spec.doc,
         "style": {"description_width": "initial"},
     }
+    if spec.kind == "object":
+        raise ValueError(f"parameter {spec.name!r} is a Python object and has no control; pass it with fixed=")
     if spec.kind == "choice":
         return _dropdown([(str(c), c) for c in spec.choices or ()], spec.default, **common)
     if spec.kind == "bool":
@@ -208,8 +210,10 @@ class Explorer:
         display: Tensor | None = None,
         masks: Tensor | None = None,
         method: str | None = None,
+        fixed: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.model, self.images, self.masks = model, images, masks
+        self.fixed = {name: dict(p) for name, p in (fixed or {}).items()}
         self.display = images if display is None else display
         names = _method_names(methods, method)
         self.class_names = list(class_names or [str(i) for i in range(num_classes(model))])
@@ -237,6 +241,10 @@ class Explorer:
         spec = METHODS[self.method.value]
         return {name: widget_value(spec.param(name), w) for name, w in self.controls.items()}
 
+    def call_params(self) -> dict[str, Any]:
+        """What the method is called with: the controls' values and the method's ``fixed`` parameters."""
+        return {**self.fixed.get(self.method.value, {}), **self.params()}
+
     def target_value(self) -> int | None:
         """The class to explain: ``None`` for top-1."""
         return _unwrap(self.target.value)
@@ -257,7 +265,8 @@ class Explorer:
 
     def _on_method(self, change: Any = None) -> None:
         spec = METHODS[self.method.value]
-        self.controls = {p.name: param_widget(p, self.model) for p in spec.params}
+        # an "object" parameter (a fitted interpretation) has no control: it comes from ``fixed``
+        self.controls = {p.name: param_widget(p, self.model) for p in spec.params if p.kind != "object"}
         for w in self.controls.values():
             w.observe(self._redraw, names="value")
         self.params_box.children = tuple(self.controls.values())
@@ -268,7 +277,7 @@ class Explorer:
         with _reported(self.error):
             i = self.index.value
             try:
-                params = self.params()
+                params = self.call_params()
                 self.result = explain(
                     self.method.value, self.model, self.images[i : i + 1], self.target_value(), **params
                 )
@@ -282,25 +291,33 @@ class Explorer:
     def _draw(self, i: int) -> Figure:
         """The image and its map, titled with :meth:`title`; a heatmap gets a colour bar."""
         assert self.result is not None
-        fig, ax = plt.subplots(1, 2, figsize=(7, 3.3), layout="constrained")
+        output = self.params().get("output")
+        maps = self.result[0] if output == "features" else self.result[0][None]  # one panel per feature map
+        fig, ax = plt.subplots(1, 1 + len(maps), figsize=(3.5 * (1 + len(maps)), 3.3), layout="constrained")
         ax[0].imshow(to_rgb(self.display[i]))
         ax[0].set_title(f"image {i}", fontsize=9)
         ax[0].set_axis_off()
-        kind = output_kind(self.result, self.params().get("output"))
-        if kind != "heatmap":
+        kind = "heatmap" if output == "features" else output_kind(self.result, output)
+        if output == "features":
+            for n, (a, m) in enumerate(zip(ax[1:], maps, strict=True)):
+                overlay(a, self.display[i], m, title=f"feature {n}")
+            heat_colorbar(fig, ax[-1], label=HEAT_LABEL.replace(": ", ":\n"))
+        elif kind != "heatmap":
             show(ax[1], self.result[0], kind=kind, title="signed map (grey = 0)" if kind == "signed" else "output")
         else:
             overlay(ax[1], self.display[i], self.result[0], title="map")
             heat_colorbar(fig, ax[1], label=HEAT_LABEL.replace(": ", ":\n"))  # two lines fit the bar's height
         if self.masks is not None:
-            mask_outline(ax[1], self.masks[i])
+            for a in ax[1:]:
+                mask_outline(a, self.masks[i])
         fig.suptitle(self.title(), fontsize=9, wrap=True)
         return fig
 
 
 def explorer(model: nn.Module, images: Tensor, **options: Any) -> Explorer:
     """An interactive explorer on ``images``; show its ``.widget``. Options as :class:`Explorer`
-    (``class_names``, ``methods`` — default all registered —, ``display``, ``masks``, ``method``)."""
+    (``class_names``, ``methods`` — default all registered —, ``display``, ``masks``, ``method``, and ``fixed``:
+    parameters per method that have no control, e.g. ``{"vebi": {"interpretation": interp}}``)."""
     return Explorer(model, images, **options)
 
 

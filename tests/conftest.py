@@ -25,6 +25,20 @@ def small(arch: str, num_classes: int = 6, seed: int = 0, dtype: torch.dtype = t
     return model.to(dtype).eval()
 
 
+def fitted_interpretation(model: nn.Module, seed: int = 100, n: int = 24) -> object:
+    """A vebi interpretation of ``model`` fitted on ``n`` seeded images with labels 0, 1, …, C−1, 0, 1, …"""
+    from dvehelpers.methods import vebi
+
+    dtype = next(model.parameters()).dtype
+    labels = torch.arange(n) % dh.models.num_classes(model)
+    return vebi.fit(model, (seeded_images(seed, b=n, dtype=dtype), labels), mu=5.0, progress=False)
+
+
+def method_params(name: str, model: nn.Module) -> dict:
+    """What a test of every method passes besides the defaults: vebi needs an interpretation of ``model``."""
+    return {"interpretation": fitted_interpretation(model)} if name == "vebi" else {}
+
+
 def snapshot(model: nn.Module) -> tuple:
     """Everything a method call must leave as it was: modes, requires_grad, grads, hook counts, weights."""
     return (

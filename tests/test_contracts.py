@@ -10,7 +10,7 @@ from torch import nn
 
 import dvehelpers as dh
 
-from .conftest import seeded_images, small, snapshot
+from .conftest import method_params, seeded_images, small, snapshot
 
 ALL = sorted(dh.METHODS)
 
@@ -23,7 +23,7 @@ def trained_like(arch: str) -> nn.Module:
 @pytest.mark.parametrize("name", ALL)
 def test_output_contract(arch: str, name: str) -> None:
     model, x = trained_like(arch), seeded_images(1, b=3, dtype=torch.float32)
-    h = dh.explain(name, model, x)
+    h = dh.explain(name, model, x, **method_params(name, model))
     assert h.shape == (3, 112, 112) and h.dtype == x.dtype and h.device == x.device
     assert torch.isfinite(h).all() and h.min() >= 0 and h.max() <= 1
     flat = h.flatten(1)
@@ -33,9 +33,9 @@ def test_output_contract(arch: str, name: str) -> None:
 @pytest.mark.parametrize("name", ALL)
 def test_batch_equals_one_by_one_with_per_sample_targets(arch: str, name: str) -> None:
     model, x = trained_like(arch), seeded_images(2, b=4, dtype=torch.float32)
-    targets = torch.tensor([5, 0, 3, 3])
-    batch = dh.explain(name, model, x, targets)
-    single = torch.cat([dh.explain(name, model, x[i : i + 1], int(targets[i])) for i in range(4)])
+    targets, params = torch.tensor([5, 0, 3, 3]), method_params(name, model)
+    batch = dh.explain(name, model, x, targets, **params)
+    single = torch.cat([dh.explain(name, model, x[i : i + 1], int(targets[i]), **params) for i in range(4)])
     torch.testing.assert_close(batch, single, rtol=1e-4, atol=1e-5)
 
 
@@ -43,7 +43,7 @@ def test_batch_equals_one_by_one_with_per_sample_targets(arch: str, name: str) -
 def test_class_specific_methods_depend_on_target(name: str) -> None:
     model, x = trained_like("vgg"), seeded_images(3, b=1, dtype=torch.float32)
     # KL-DVE's default (literal) reading is class-independent by construction; test its class-specific one
-    params = {"reading": "gradient"} if name == "kl_dve" else {}
+    params = {"reading": "gradient"} if name == "kl_dve" else method_params(name, model)
     maps = torch.stack([dh.explain(name, model, x, c, **params)[0] for c in range(6)])
     assert (maps[1:] - maps[0]).abs().amax() > 1e-2
 
@@ -85,8 +85,9 @@ def assert_same(a: tuple, b: tuple) -> None:
 def test_a_call_leaves_no_trace(name: str) -> None:
     model = trained_like("vgg").train()
     model.features[0].weight.requires_grad_(False)
+    params = method_params(name, model)
     before = snapshot(model)
-    dh.explain(name, model, seeded_images(6, b=2, dtype=torch.float32))
+    dh.explain(name, model, seeded_images(6, b=2, dtype=torch.float32), **params)
     after = snapshot(model)
     assert_same(before, after)
     assert all(g is None for g in after[2])
@@ -95,9 +96,10 @@ def test_a_call_leaves_no_trace(name: str) -> None:
 @pytest.mark.parametrize("name", ALL)
 def test_a_call_that_raises_leaves_no_trace(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     model = trained_like("alexnet")
+    params = method_params(name, model)
     before = snapshot(model)
     with pytest.raises(ValueError, match="out of range"):
-        dh.explain(name, model, seeded_images(6, b=2, dtype=torch.float32), target=99)
+        dh.explain(name, model, seeded_images(6, b=2, dtype=torch.float32), target=99, **params)
     assert_same(before, snapshot(model))
 
 
@@ -145,7 +147,8 @@ def test_memory_is_flat_over_200_calls(name: str) -> None:
 @pytest.mark.parametrize("name", ALL)
 def test_cpu_and_cuda_agree(name: str) -> None:
     model, x = trained_like("vgg"), seeded_images(8, b=3, dtype=torch.float32)
-    cpu = dh.explain(name, model, x, torch.tensor([0, 2, 5]))
-    gpu = dh.explain(name, model.cuda(), x.cuda(), torch.tensor([0, 2, 5]).cuda())
+    params = method_params(name, model)
+    cpu = dh.explain(name, model, x, torch.tensor([0, 2, 5]), **params)
+    gpu = dh.explain(name, model.cuda(), x.cuda(), torch.tensor([0, 2, 5]).cuda(), **params)
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=2e-3)

@@ -26,9 +26,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..backprop import GUIDED, GUIDED_STRIDED_FIX, RESIZE_MODES, RuleSet, propagate_from
+from ..backprop import strided_fix as _fix
 from ..checks import check_images
+from ..maps import normalize, reduce_rgb
 from ..models import resolve_layer
-from ..trace import record, walk
+from ..registry import Param, register
+from ..trace import Trace, record, walk
 
 __all__ = [
     "AverageImage",
@@ -45,6 +49,15 @@ __all__ = [
     "mu_lasso",
     "lasso_objective",
     "duality_gap",
+    "fingerprint",
+    "shipped_path",
+    "fit_shipped",
+    "interpretation_of",
+    "Selection",
+    "responses",
+    "select",
+    "feature_heatmaps",
+    "vebi",
 ]
 
 
@@ -119,7 +132,10 @@ def _layer_energy(acts: Tensor) -> Tensor:
 
 def _batch_features(model: nn.Module, images: Tensor, indices: list[int], l2_normalize: bool) -> Tensor:
     images = check_images(model, images)
-    trace = record(model, images, upto=max(indices))
+    return _trace_features(record(model, images, upto=max(indices)), indices, l2_normalize)
+
+
+def _trace_features(trace: Trace, indices: list[int], l2_normalize: bool) -> Tensor:
     x = torch.cat([_layer_energy(trace.output(i)) for i in indices], 1)
     if l2_normalize:
         norm = x.norm(dim=1, keepdim=True)
@@ -269,7 +285,7 @@ LABELS = ("ground_truth", "predicted")
 _VERSION = 1
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Interpretation:
     """A fitted interpretation: ``W`` (m×C, one column of feature weights per class), the feature ``layers``
     and their ``channels`` (:class:`FeatureLayout`), how it was fitted (``mu``, ``nonneg``, ``labels``,
@@ -285,10 +301,36 @@ class Interpretation:
     l2_normalize: bool
     gap: Tensor
     record: dict[str, Any] = field(default_factory=dict)
+    X: Tensor | None = field(default=None, repr=False)
+    L: Tensor | None = field(default=None, repr=False)
+    _path: dict[float, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def layout(self) -> FeatureLayout:
         return FeatureLayout(self.layers, self.channels)
+
+    def __repr__(self) -> str:
+        m, c = self.W.shape
+        nonzero = int((self.W != 0).sum())
+        return f"Interpretation(mu={self.mu:g}, {m} features, {c} classes, {nonzero} non-zero weights)"
+
+    def at(self, mu: float) -> Interpretation:
+        """The same interpretation refitted at another ``mu``, from the training features it holds (``X``, ``L``:
+        :func:`fit` with ``keep_features=True``), warm-started from this ``W``; solutions are remembered, so
+        moving a μ slider back and forth solves each μ once."""
+        if mu == self.mu:
+            return self
+        if self.X is None or self.L is None:
+            raise ValueError(
+                f"this interpretation (fitted at mu={self.mu:g}) does not hold its training features, so it cannot "
+                f"be refitted at mu={mu:g}; fit it with dh.methods.vebi.fit(model, train, keep_features=True)"
+            )
+        if mu not in self._path:
+            res = mu_lasso(self.X, self.L, mu, self.nonneg, W0=self.W.to(self.X))
+            self._path[mu] = res.W.to(self.W), res.gap.to(self.W)
+        W, gap = self._path[mu]
+        fields = {k: getattr(self, k) for k in ("layers", "channels", "nonneg", "labels", "l2_normalize", "record")}
+        return Interpretation(W, mu=mu, gap=gap, X=self.X, L=self.L, _path=self._path, **fields)
 
     def relevant(self, j: int, tol: float = 0.0) -> Tensor:
         """Indices of the relevant features of class ``j``: the entries of ``w_j`` with ``|w| > tol``,
@@ -366,12 +408,14 @@ def fit(
     batch_size: int = 64,
     progress: bool = True,
     record: Mapping[str, Any] | None = None,
+    keep_features: bool = False,
     **solver: Any,
 ) -> Interpretation:
     """Fit the interpretation of ``model`` on a labelled training set (steps 1–4 of METHODS.md §3): the
     features of every image, then the μ-lasso against the one-hot ``labels`` (the ground truth, or the model's
     predictions with ``labels="predicted"``). ``mu`` = 5 is the authors' value for an8Flower; ``solver`` goes
-    to :func:`mu_lasso` (``tol``, ``max_iter``)."""
+    to :func:`mu_lasso` (``tol``, ``max_iter``). ``keep_features`` keeps the training features and labels in
+    memory (not in saved files), so that :meth:`Interpretation.at` can refit at another μ."""
     from ..models import num_classes
     from ..train import predict
 
@@ -386,8 +430,75 @@ def fit(
     lab = torch.nn.functional.one_hot(y.to(x.device).long(), num_classes(model)).T.to(x.dtype)
     res = mu_lasso(x.T, lab, mu, nonneg, **solver)
     layout = feature_layout(model, names, size=images.shape[-1])
-    info = {"images": len(images), "classes": int(lab.shape[0]), "converged": res.converged, **dict(record or {})}
-    return Interpretation(res.W, layout.layers, layout.channels, mu, nonneg, labels, l2_normalize, res.gap, info)
+    info = {
+        "images": len(images),
+        "classes": int(lab.shape[0]),
+        "converged": res.converged,
+        "fingerprint": fingerprint(model),
+        **dict(record or {}),
+    }
+    kept = {"X": x.T, "L": lab} if keep_features else {}
+    return Interpretation(
+        res.W, layout.layers, layout.channels, mu, nonneg, labels, l2_normalize, res.gap, info, **kept
+    )
+
+
+def fingerprint(model: nn.Module) -> list[float]:
+    """A cheap identity of the model's weights: the float64 sum and sum of squares of every parameter. An
+    interpretation records it, so that one fitted on other weights (a retrained checkpoint) is refused."""
+    with torch.no_grad():
+        return [float(v) for p in model.parameters() for v in (p.double().sum(), p.double().square().sum())]
+
+
+#: Shipped interpretations live here, one per shipped checkpoint, under the checkpoint's name.
+def shipped_path(name: str) -> Path:
+    from ..models import MODEL_DIR
+
+    return MODEL_DIR / "vebi" / f"{name}.pt"
+
+
+def fit_shipped(variant: str, arch: str, seed: int = 0, mu: float = 5.0, progress: bool = True) -> Path:
+    """Fit the interpretation of the shipped checkpoint ``an8flower-<arch>-<variant>`` on its training split
+    (data seed ``seed``, the split it was trained on) and save it beside the checkpoint (``make models``)."""
+    from ..data import An8Flower
+    from ..models import load
+    from ..train import model_name
+
+    name = model_name(arch, variant)
+    model = load(name)
+    size = int(getattr(model, "meta", {}).get("image_size", 112))
+    train = An8Flower(variant, "train", size=size, seed=seed, per_class=250, progress=progress)
+    record = {"model": name, "variant": variant, "split": "train", "data_seed": seed, "per_class": 250}
+    return fit(model, train, mu=mu, progress=progress, record=record).save(shipped_path(name))
+
+
+def interpretation_of(model: nn.Module, interpretation: Interpretation | None = None) -> Interpretation:
+    """The interpretation to explain ``model`` with: ``interpretation`` if given, else the one shipped beside
+    the model's checkpoint; either must have been fitted on these very weights."""
+    if interpretation is None:
+        meta = getattr(model, "meta", {}) or {}
+        name = f"an8flower-{meta.get('arch')}-{meta.get('variant')}"
+        path = shipped_path(name)
+        if "arch" not in meta or "variant" not in meta or not path.is_file():
+            raise ValueError(
+                "vebi explains with a fitted interpretation (which features are relevant to each class), and this "
+                "model has none shipped: fit one with interp = dh.methods.vebi.fit(model, (train_images, "
+                "train_labels)) and pass interpretation=interp (the four shipped an8Flower models carry theirs)"
+            )
+        interpretation = Interpretation.load(path)
+    if not isinstance(interpretation, Interpretation):
+        raise TypeError(f"interpretation must be a vebi.Interpretation, got {type(interpretation).__name__}")
+    own = interpretation.record.get("fingerprint")
+    if own is not None and not _same(own, fingerprint(model)):
+        raise ValueError(
+            f"the interpretation ({interpretation.record.get('model', 'fitted in this session')}) was fitted on other "
+            f"weights than this model's; refit it (dh.methods.vebi.fit, or `make models` for the shipped ones)"
+        )
+    return interpretation
+
+
+def _same(a: Sequence[float], b: Sequence[float]) -> bool:
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9) for x, y in zip(a, b, strict=True))
 
 
 # ---------------------------------------------------------------- average-image interpretations
@@ -449,3 +560,203 @@ def average_image(
 def _spatial(model: nn.Module, index: int) -> bool:
     """Whether step ``index`` still has positions (before any adaptive pool, flatten or linear step)."""
     return all(s.kind not in ("adaptive_avgpool", "flatten", "linear") for s in walk(model)[: index + 1])
+
+
+# ---------------------------------------------------------------- the explanation (registered as "vebi")
+
+
+@dataclass
+class Selection:
+    """The top-k features of every image for its explained class: ``index`` (B×k feature indices, strongest
+    first), ``response`` (B×k values of ``r``), ``valid`` (False where a slot holds no feature: ``r ≤ 0``),
+    ``targets`` (B) and the interpretation's ``layout`` (feature index -> layer, channel)."""
+
+    index: Tensor
+    response: Tensor
+    valid: Tensor
+    targets: Tensor
+    layout: FeatureLayout
+
+    def names(self, i: int) -> list[str]:
+        """``"layer:channel"`` of image ``i``'s selected features, strongest first ("—" for an empty slot)."""
+        out = []
+        for n, ok in zip(self.index[i].tolist(), self.valid[i].tolist(), strict=True):
+            out.append("{}:{}".format(*self.layout.locate(n)) if ok else "—")
+        return out
+
+
+def responses(x: Tensor, W: Tensor, targets: Tensor) -> Tensor:
+    """``r = x ⊙ w_ĵ / |Σ w_ĵ|`` per image (B×m) for its class ``ĵ = targets``. The authors' code divides ``w_ĵ``
+    by its sum; the absolute value keeps the sign of ``r`` (which features count, ``r > 0``) when the sum is
+    negative, and equals their scaling otherwise."""
+    w = W.to(x)[:, targets].T
+    total = w.sum(1, keepdim=True).abs()
+    return x * torch.where(total > 0, w / torch.where(total > 0, total, 1), w)
+
+
+def _check_layout(trace: Trace, interp: Interpretation) -> list[int]:
+    model_steps = {s.name: i for i, s in enumerate(trace.steps)}
+    indices = []
+    for layer, n in zip(interp.layers, interp.channels, strict=True):
+        if layer not in model_steps:
+            raise ValueError(f"the interpretation's layer {layer!r} is not a layer of this model")
+        i = model_steps[layer]
+        if trace.output(i).shape[1] != n:
+            raise ValueError(f"the interpretation has {n} channels at {layer}, the model {trace.output(i).shape[1]}")
+        indices.append(i)
+    return indices
+
+
+def _select(trace: Trace, interp: Interpretation, targets: Tensor, k: int) -> Selection:
+    x = _trace_features(trace, _check_layout(trace, interp), interp.l2_normalize)
+    r = responses(x, interp.W, targets)
+    k_ = min(k, r.shape[1])
+    top = r.topk(k_, dim=1)
+    index, response = top.indices, top.values
+    if k_ < k:  # more slots than features: pad with empty slots
+        pad = k - k_
+        index = torch.cat([index, index.new_zeros(len(index), pad)], 1)
+        response = torch.cat([response, response.new_zeros(len(response), pad)], 1)
+    valid = response > 0
+    _say_empty(interp, targets, k)
+    return Selection(index, response, valid, targets, interp.layout)
+
+
+def _say_empty(interp: Interpretation, targets: Tensor, k: int) -> None:
+    """Allowed, but said: k above the number of relevant features of an explained class (slots with ``r ≤ 0``
+    are empty maps too; :func:`select` shows which)."""
+    import warnings
+
+    counts = {int(j): int((interp.W[:, int(j)] != 0).sum()) for j in targets.unique()}
+    short = ", ".join(f"class {j}: {n}" for j, n in sorted(counts.items()) if n < k)
+    if short:
+        warnings.warn(
+            f"k={k} is more than the number of relevant features ({short}); the extra slots are empty maps",
+            stacklevel=4,
+        )
+
+
+def select(
+    model: nn.Module,
+    images: Tensor,
+    target: Any = None,
+    k: int = 3,
+    interpretation: Interpretation | None = None,
+    mu: float | None = None,
+) -> Selection:
+    """Which features :func:`vebi` visualises for each image: the top-k of ``r`` for the explained class."""
+    from .base import forward
+
+    interp = interpretation_of(model, interpretation)
+    interp = interp if mu is None else interp.at(mu)
+    trace, targets = forward(model, images, target)
+    return _select(trace, interp, targets, k)
+
+
+def feature_heatmaps(trace: Trace, sel: Selection, rules: RuleSet) -> Tensor:
+    """One input-level heatmap per selected feature (B×k×H×W, each min-max normalised; empty slots are 0):
+    a backward pass under ``rules`` from the feature's own forward map (every other channel zero), all B·k
+    passes batched into one walk (:func:`dvehelpers.backprop.propagate_from`)."""
+    b, k = sel.index.shape
+    names = {s.name: i for i, s in enumerate(trace.steps)}
+    where = [(names[layer], channel) for layer, channel in map(sel.layout.locate, sel.index.flatten().tolist())]
+    step = torch.tensor([w[0] for w in where], device=sel.index.device)
+    channel = torch.tensor([w[1] for w in where], device=sel.index.device)
+    valid = sel.valid.flatten()
+    rows = torch.arange(b, device=sel.index.device).repeat_interleave(k)
+    starts = sorted({int(i) for i in step[valid]})
+    if not starts:
+        return trace.input(0).new_zeros(b, k, *trace.input(0).shape[-2:])
+    sub = trace.select(rows, upto=starts[-1])
+    signals = {}
+    for i in starts:
+        acts = sub.output(i)
+        mine = (valid & (step == i)).nonzero()[:, 0]
+        start = torch.zeros_like(acts)
+        start[mine, channel[mine]] = acts[mine, channel[mine]]
+        signals[i] = start
+    raw = propagate_from(sub, signals, rules)
+    heat = normalize(reduce_rgb(raw, "pos_l2")) * valid[:, None, None]
+    return heat.view(b, k, *heat.shape[-2:])
+
+
+K = Param("k", 3, "number of top-responding features visualised (the paper's k = 3)", "int", range=(1, 20))
+FEATURE = Param(
+    "feature",
+    None,
+    "None: merge the k feature maps; i: the map of the i-th strongest alone (0 = strongest)",
+    "int",
+    range=(0, 19),
+)
+MERGE = Param(
+    "merge", "max", "how the k feature maps combine: pixel-wise 'max' (the paper) or 'mean'", "choice", ("max", "mean")
+)
+STRIDED_FIX = Param(
+    "strided_fix", True, "Oramas et al.'s fix for strided convolutions: resize, then a stride-1 transposed conv", "bool"
+)
+RESIZE = Param("resize", "nearest", "how the fix resizes the backward map (the paper: nearest)", "choice", RESIZE_MODES)
+MU = Param(
+    "mu",
+    None,
+    "None: the interpretation's own μ; another L1 radius refits W (needs fit(..., keep_features=True))",
+    "float",
+    range=(0.1, 100.0),
+    log=True,
+)
+INTERPRETATION = Param(
+    "interpretation", None, "a fitted vebi.Interpretation (None: the one shipped with the model)", "object"
+)
+OUTPUT = Param(
+    "output",
+    "heatmap",
+    "'heatmap' (B×H×W in [0,1]) or 'features' (B×k×H×W, one map per selected feature)",
+    "choice",
+    ("heatmap", "features"),
+)
+
+
+@register(
+    "vebi",
+    params=[K, FEATURE, MERGE, STRIDED_FIX, RESIZE, MU, INTERPRETATION, OUTPUT],
+    paper="Oramas et al. 2019",
+    class_specific=True,
+)
+def vebi(
+    model: nn.Module,
+    images: Tensor,
+    target: Any = None,
+    *,
+    k: int = 3,
+    feature: int | None = None,
+    merge: str = "max",
+    strided_fix: bool = True,
+    resize: str = "nearest",
+    mu: float | None = None,
+    interpretation: Interpretation | None = None,
+    output: str = "heatmap",
+) -> Tensor:
+    """Visual explanation by interpretation (Oramas et al. 2019): the top-k features of ``r = x ⊙ w_ĵ`` for class
+    ĵ, each visualised by a guided backward pass from its own forward map (strided convolutions resized, then
+    transposed at stride 1), kept positive, L2 over RGB and min-max normalised; the explanation is their
+    pixel-wise max (METHODS.md §3, explanation stage)."""
+    from .base import forward
+
+    if feature is not None and feature >= k:
+        raise ValueError(f"feature={feature} picks one of the k={k} selected features; valid: 0..{k - 1} or None")
+    interp = interpretation_of(model, interpretation)
+    interp = interp if mu is None else interp.at(mu)
+    trace, targets = forward(model, images, target)
+    sel = _select(trace, interp, targets, k)
+    rules = GUIDED
+    if strided_fix:
+        rules = (
+            GUIDED_STRIDED_FIX
+            if resize == "nearest"
+            else GUIDED.with_rules("guided_strided_fix_" + resize, conv=_fix(resize))
+        )
+    heat = feature_heatmaps(trace, sel, rules)
+    if output == "features":
+        return heat
+    if feature is not None:
+        return heat[:, feature]
+    return normalize(heat.amax(1) if merge == "max" else heat.mean(1))
