@@ -1,9 +1,13 @@
-"""The papers' experiments beyond the localisation score: the blur test and CPU time per image.
+"""The papers' experiments beyond the localisation score: the blur test, the ablation test and CPU time per image.
 
 Babiker & Goebel (Fourier DVE, §4, Fig. 6) blur an image with a Gaussian of growing σ and report that "the
 network is not able to predict the blurred images correctly … even though the network is looking at the right
 region". :func:`blur_test` measures both halves of that sentence on a labelled set: when the prediction fails,
 and how far the explanation has moved by then (IoU with the unblurred map, and with the mask).
+
+Oramas et al. (§4.2, Fig. 6) zero the filters their interpretation calls relevant and compare the accuracy drop
+with zeroing as many random filters. :func:`ablate` does the zeroing on a copy; :func:`ablation_test` runs the
+comparison over seeds, on all feature layers or on the convolutional ones alone.
 """
 
 from __future__ import annotations
@@ -21,7 +25,17 @@ from torch import Tensor, nn
 from .evaluate import THRESHOLDS, heatmaps, per_image_iou
 from .maps import normalize
 
-__all__ = ["gaussian_blur", "map_iou", "BlurTest", "blur_test", "median_seconds"]
+__all__ = [
+    "gaussian_blur",
+    "map_iou",
+    "BlurTest",
+    "blur_test",
+    "ablate",
+    "balanced_accuracy",
+    "Ablation",
+    "ablation_test",
+    "median_seconds",
+]
 
 
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
@@ -124,6 +138,102 @@ def blur_test(
         same.append(map_iou(heat, base))
         mask_iou.append(per_image_iou(heat, masks).mean(1))
     return BlurTest(torch.as_tensor(list(sigmas), dtype=torch.float64), *map(torch.stack, (correct, same, mask_iou)))
+
+
+def ablate(model: nn.Module, units: Sequence[tuple[str, int]]) -> nn.Module:
+    """A copy of ``model`` in which every unit (``layer``, ``channel``) — a ReLU output, as the features of
+    :mod:`dvehelpers.methods.vebi` name them — is zero for every input: the filter (weights and bias) of the
+    convolution or linear layer feeding that ReLU is zeroed. ``model`` itself is left unchanged."""
+    import copy
+
+    from .models import resolve_layer
+    from .trace import walk
+
+    out = copy.deepcopy(model)
+    steps = walk(out)
+    with torch.no_grad():
+        for layer, channel in units:
+            i = resolve_layer(out, layer)
+            # zero filter and bias -> zero pre-activation -> zero ReLU output (nothing may sit between them)
+            if steps[i].kind != "relu" or i == 0 or steps[i - 1].kind not in ("conv", "linear"):
+                raise ValueError(f"{layer} is not a ReLU right after a convolution or linear layer; ablate those")
+            source = steps[i - 1]
+            weight = source.module.weight
+            if not 0 <= channel < weight.shape[0]:
+                raise ValueError(f"channel {channel} out of range for {layer} with {weight.shape[0]} channels")
+            weight[channel] = 0
+            if source.module.bias is not None:
+                source.module.bias[channel] = 0
+    return out
+
+
+def balanced_accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 256) -> float:
+    """Mean per-class accuracy (the paper's "mean classification accuracy"): accuracy within each class present
+    in ``labels``, averaged over those classes."""
+    from .train import predict
+
+    pred, labels = predict(model, images, batch_size), labels.cpu()
+    classes = labels.unique()
+    return float(torch.stack([(pred[labels == c] == c).double().mean() for c in classes]).mean())
+
+
+@dataclass
+class Ablation:
+    """:func:`ablation_test`'s answer for one pool of filters (``scope``: ``"all"`` feature layers or ``"conv"``
+    only): the intact model's balanced accuracy, the drop when the ``n`` relevant filters are zeroed, and the
+    drops for ``n`` random filters of the same pool, one per seed."""
+
+    scope: str
+    n: int
+    baseline: float
+    relevant: float
+    random: Tensor
+
+    @property
+    def random_mean(self) -> float:
+        return float(self.random.mean())
+
+    @property
+    def random_std(self) -> float:
+        return float(self.random.std()) if len(self.random) > 1 else 0.0
+
+
+def ablation_test(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    interpretation: Any,
+    seeds: int = 10,
+    scopes: Sequence[str] = ("all", "conv"),
+    progress: bool = False,
+) -> dict[str, Ablation]:
+    """Oramas et al.'s ablation (§4.2): zero the relevant filters of ``interpretation`` (the union over classes
+    of the non-zero rows of W), and ``seeds`` times as many filters drawn uniformly at random from the same
+    pool; report the drop in balanced accuracy on (``images``, ``labels``). ``scope="conv"`` restricts both the
+    relevant and the random filters to convolutional layers (the paper's second setting)."""
+    from tqdm.auto import tqdm
+
+    from .trace import walk
+
+    layout, steps = interpretation.layout, walk(model)
+    conv_layers = {s.name for i, s in enumerate(steps) if s.kind == "relu" and i and steps[i - 1].kind == "conv"}
+    relevant = (interpretation.W != 0).any(1).nonzero()[:, 0].tolist()
+    base = balanced_accuracy(model, images, labels)
+    out = {}
+    for scope in scopes:
+        if scope not in ("all", "conv"):
+            raise ValueError(f"scope must be 'all' or 'conv', got {scope!r}")
+        pool = [n for n in range(layout.size) if scope == "all" or layout.locate(n)[0] in conv_layers]
+        allowed = set(pool)
+        chosen = [n for n in relevant if n in allowed]
+        drop = base - balanced_accuracy(ablate(model, [layout.locate(n) for n in chosen]), images, labels)
+        drops = []
+        for seed in tqdm(range(seeds), desc=f"ablation ({scope})", disable=not progress):
+            g = torch.Generator().manual_seed(seed)
+            pick = [pool[int(j)] for j in torch.randperm(len(pool), generator=g)[: len(chosen)]]
+            drops.append(base - balanced_accuracy(ablate(model, [layout.locate(n) for n in pick]), images, labels))
+        out[scope] = Ablation(scope, len(chosen), base, drop, torch.tensor(drops, dtype=torch.float64))
+    return out
 
 
 def _sync() -> None:

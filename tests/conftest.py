@@ -31,7 +31,10 @@ def fitted_interpretation(model: nn.Module, seed: int = 100, n: int = 24) -> obj
 
     dtype = next(model.parameters()).dtype
     labels = torch.arange(n) % dh.models.num_classes(model)
-    return vebi.fit(model, (seeded_images(seed, b=n, dtype=dtype), labels), mu=5.0, progress=False)
+    # few images for ~1000 features: the solution is far from unique and FISTA slow to certify it; a looser
+    # stop is enough here (tests of the solver itself live in test_vebi.py)
+    images = seeded_images(seed, b=n, dtype=dtype)
+    return vebi.fit(model, (images, labels), mu=5.0, progress=False, tol=1e-5, max_iter=1500)
 
 
 def method_params(name: str, model: nn.Module) -> dict:

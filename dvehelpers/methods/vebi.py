@@ -241,14 +241,26 @@ def mu_lasso(
     """Solve ``min ‖XᵀW − Lᵀ‖²_F s.t. ‖w_j‖₁ ≤ μ`` (and ``W ≥ 0`` with ``nonneg``) for all C classes at once.
 
     ``X``: m×N features (one column per image), ``L``: C×N labels (one-hot), on any device; computed in float64
-    there. FISTA on the Gram form ``f(w) = wᵀGw − 2wᵀXl + ‖l‖²`` (``G = XXᵀ``) with step ``1/(2σ_max(X)²)``,
-    the exact L1-ball projection and an adaptive restart of each class's momentum. It stops when every class's
-    duality gap is at most ``tol · max(f, ‖l‖²)``. ``W0`` warm-starts (a μ path reuses the previous ``W``).
+    there. FISTA on the Gram form ``f(w) = wᵀGw − 2wᵀXl + ‖l‖²`` (``G = XXᵀ``; products ``X(Xᵀw)`` when N < m)
+    with step ``1/(2σ_max(X)²)``, the exact L1-ball projection and an adaptive restart of each class's momentum.
+    It stops when every class's duality gap is at most ``tol · max(f, ‖l‖²)``. ``W0`` warm-starts (a μ path
+    reuses the previous ``W``).
     """
     _check_problem(X, L, mu)
     dtype = X.dtype
     x, lab = X.double(), L.to(X.device).double()
-    gram, xl = x @ x.T, x @ lab.T
+    xl = x @ lab.T
+    # G·w with G = XXᵀ: through the m×m Gram matrix, or as X(Xᵀw) when there are fewer images than features
+    if x.shape[1] < x.shape[0]:
+
+        def gram_times(v: Tensor) -> Tensor:
+            return x @ (x.T @ v)
+    else:
+        gram = x @ x.T
+
+        def gram_times(v: Tensor) -> Tensor:
+            return gram @ v
+
     l2 = lab.square().sum(1)
     step = 1 / (2 * torch.linalg.matrix_norm(x, ord=2).square().clamp_min(torch.finfo(torch.float64).tiny))
     w = project_l1(torch.zeros_like(xl) if W0 is None else W0.to(xl), mu, nonneg)
@@ -256,19 +268,20 @@ def mu_lasso(
     scale = l2.clamp_min(torch.finfo(torch.float64).tiny)
     converged, it = False, 0
     for it in range(1, max_iter + 1):
-        grad_y = 2 * (gram @ y - xl)
+        grad_y = 2 * (gram_times(y) - xl)
         w_next = project_l1(y - step * grad_y, mu, nonneg)
         restart = ((y - w_next) * (w_next - w)).sum(0, keepdim=True) > 0  # momentum points uphill: drop it
         t_next = torch.where(restart, 1.0, (1 + torch.sqrt(1 + 4 * t.square())) / 2)
         y = w_next + torch.where(restart, 0.0, (t - 1) / t_next) * (w_next - w)
         w, t = w_next, t_next
         if it % 10 == 0 or it == max_iter:
-            grad = 2 * (gram @ w - xl)
-            f = (w * (gram @ w)).sum(0) - 2 * (w * xl).sum(0) + l2
+            gw = gram_times(w)
+            grad = 2 * (gw - xl)
+            f = (w * gw).sum(0) - 2 * (w * xl).sum(0) + l2
             if (duality_gap(grad, w, mu, nonneg) <= tol * torch.maximum(f, scale)).all():
                 converged = True
                 break
-    grad = 2 * (gram @ w - xl)
+    grad = 2 * (gram_times(w) - xl)
     return LassoResult(
         w.to(dtype),
         lasso_objective(x, lab, w).to(dtype),
