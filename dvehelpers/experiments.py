@@ -34,6 +34,7 @@ __all__ = [
     "balanced_accuracy",
     "Ablation",
     "ablation_test",
+    "stride_grid",
     "median_seconds",
 ]
 
@@ -234,6 +235,23 @@ def ablation_test(
             drops.append(base - balanced_accuracy(ablate(model, [layout.locate(n) for n in pick]), images, labels))
         out[scope] = Ablation(scope, len(chosen), base, drop, torch.tensor(drops, dtype=torch.float64))
     return out
+
+
+def stride_grid(maps: Tensor, stride: int, border: int = 8) -> Tensor:
+    """How strongly B×H×W ``maps`` repeat with period ``stride`` (the checkerboard a strided transposed convolution
+    leaves): average the interior (``border`` pixels cut) over each of the stride×stride phases, and return the
+    standard deviation of those phase means over their mean magnitude, per map. 0 without such a grid; NaN for an
+    empty map."""
+    if maps.ndim != 3 or stride < 2 or 2 * border >= min(maps.shape[-2:]):
+        raise ValueError(
+            f"need B×H×W maps, a stride >= 2 and a border below half the size; got "
+            f"{tuple(maps.shape)}, stride {stride}, border {border}"
+        )
+    inner = maps[:, border : maps.shape[1] - border, border : maps.shape[2] - border]
+    h, w = (inner.shape[1] // stride) * stride, (inner.shape[2] // stride) * stride
+    phases = inner[:, :h, :w].reshape(len(maps), h // stride, stride, w // stride, stride).mean((1, 3)).flatten(1)
+    scale = phases.abs().mean(1)
+    return torch.where(scale > 0, phases.std(1) / torch.where(scale > 0, scale, 1), math.nan)
 
 
 def _sync() -> None:

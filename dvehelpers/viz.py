@@ -50,6 +50,8 @@ __all__ = [
     "iou_curves",
     "bar_panels",
     "kl_steps",
+    "mu_path",
+    "ablation_bars",
     "Table",
     "table",
 ]
@@ -384,6 +386,56 @@ def kl_steps(steps: Any, class_names: Sequence[str], i: int = 0) -> Figure:
         ax.set_yticks(range(k), class_names, fontsize=7)
         ax.set_title(title, fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
+    return fig
+
+
+def mu_path(path: Any, class_names: Sequence[str], mark: float | None = None) -> Figure:
+    """What μ does (:func:`dvehelpers.methods.vebi.mu_path`): the number of relevant features per class (left) and
+    the training fit — the objective per class and the accuracy of ``argmax xᵀW`` (right) — against μ (log axis);
+    ``mark`` draws a vertical line at one μ (e.g. the default)."""
+    mus = path.mus.numpy()
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    colours = plt.get_cmap("tab20").colors
+    for j, name in enumerate(class_names):
+        style = {"color": colours[j % len(colours)], "marker": "osD^v"[j % 5], "ms": 3.5, "lw": 1.2}
+        ax[0].plot(mus, path.relevant[:, j].numpy(), label=name, **style)
+        ax[1].plot(mus, path.objective[:, j].numpy(), **style)
+    twin = ax[1].twinx()
+    twin.plot(mus, path.accuracy.numpy() * 100, color="black", ls="--", lw=1.6, label="training accuracy of argmax xᵀW")
+    twin.set_ylabel("training accuracy % (dashed)")
+    twin.set_ylim(0, 105)
+    ax[0].set_ylabel("relevant features (non-zero w)")
+    ax[1].set_ylabel("objective ‖Xᵀw_j − l_j‖² per class")
+    for a in ax:
+        a.set_xscale("log")
+        a.set_xlabel("μ (L1 radius of every w_j)")
+        if mark is not None:
+            a.axvline(mark, color="0.5", lw=1, ls=":")
+    ax[0].legend(fontsize=7, ncol=2, title="class", title_fontsize=7)
+    twin.legend(fontsize=7, loc="center right")
+    return fig
+
+
+def ablation_bars(results: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Oramas et al.'s Fig. 6 analogue from :func:`dvehelpers.experiments.ablation_test` results per model: the drop
+    in balanced accuracy (percentage points) when the relevant filters are zeroed, beside as many random filters
+    (mean over seeds, error bar ± one standard deviation), one group per model and scope."""
+    groups = [(f"{model}\n{scope} ({a.n} filters)", a) for model, res in results.items() for scope, a in res.items()]
+    fig, ax = plt.subplots(figsize=(1.7 * len(groups) + 2.5, 3.4), layout="constrained")
+    pos = np.arange(len(groups))
+    rel = [a.relevant * 100 for _, a in groups]
+    rnd = [a.random_mean * 100 for _, a in groups]
+    err = [a.random_std * 100 for _, a in groups]
+    ax.bar(pos - 0.18, rel, 0.36, color="tab:red", label="relevant filters zeroed")
+    ax.bar(pos + 0.18, rnd, 0.36, yerr=err, capsize=3, color="tab:blue", label="as many random filters (mean ± sd)")
+    for x, v in zip(pos - 0.18, rel, strict=True):
+        ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    for x, v in zip(pos + 0.18, rnd, strict=True):
+        ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(pos, [g for g, _ in groups], fontsize=7)
+    ax.set_ylabel("drop in balanced accuracy\n(percentage points)")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 

@@ -58,6 +58,9 @@ __all__ = [
     "select",
     "feature_heatmaps",
     "vebi",
+    "MuPath",
+    "mu_path",
+    "feature_activations",
 ]
 
 
@@ -773,3 +776,55 @@ def vebi(
     if feature is not None:
         return heat[:, feature]
     return normalize(heat.amax(1) if merge == "max" else heat.mean(1))
+
+
+# ---------------------------------------------------------------- what μ does, and what a feature's map shows
+
+
+@dataclass
+class MuPath:
+    """The μ-lasso along increasing ``mus``: per μ and class the number of ``relevant`` features (non-zero
+    weights), the ``objective`` ‖Xᵀw_j − l_j‖², and the training ``accuracy`` of ``argmax_j xᵀw_j``."""
+
+    mus: Tensor
+    relevant: Tensor
+    objective: Tensor
+    accuracy: Tensor
+
+
+def mu_path(X: Tensor, L: Tensor, mus: Sequence[float], nonneg: bool = False, **solver: Any) -> MuPath:
+    """Solve the μ-lasso at every μ of ``mus`` (sorted), each warm-started from the previous solution."""
+    order = sorted(float(m) for m in mus)
+    W, rel, obj, acc = None, [], [], []
+    truth = L.argmax(0)
+    for mu in order:
+        res = mu_lasso(X, L, mu, nonneg, W0=W, **solver)
+        W = res.W
+        rel.append((W != 0).sum(0))
+        obj.append(res.objective)
+        acc.append(((X.T @ W).argmax(1) == truth).double().mean())
+    return MuPath(
+        torch.tensor(order, dtype=torch.float64), torch.stack(rel).cpu(), torch.stack(obj).cpu(), torch.stack(acc).cpu()
+    )
+
+
+def feature_activations(model: nn.Module, images: Tensor, sel: Selection) -> Tensor:
+    """The forward maps of the selected features (B×k×H×W): each channel's map upsampled bilinearly to the image
+    and min-max normalised — the "upsampled activation" that Oramas et al. (Fig. 7) set against the backward
+    visualisation. A fully connected feature has no map: its slot is 0, as are empty slots."""
+    from ..maps import upsample
+
+    images = check_images(model, images)
+    steps = {s.name: i for i, s in enumerate(walk(model))}
+    trace = record(model, images, upto=max(steps[layer] for layer in sel.layout.layers))
+    b, k = sel.index.shape
+    out = images.new_zeros(b, k, *images.shape[-2:])
+    for i in range(b):
+        for slot in range(k):
+            if not sel.valid[i, slot]:
+                continue
+            layer, channel = sel.layout.locate(int(sel.index[i, slot]))
+            acts = trace.output(steps[layer])
+            if acts.ndim == 4:
+                out[i, slot] = normalize(upsample(acts[i : i + 1, channel], images.shape[-2:]))[0]
+    return out
