@@ -285,3 +285,72 @@ def test_ablation_test_zeroes_the_relevant_filters_and_random_ones_over_seeds() 
     assert res["all"].random.shape == (3,) and res["all"].random_std >= 0
     with pytest.raises(ValueError, match="scope must be"):
         dh.experiments.ablation_test(model, x, labels, interp, seeds=1, scopes=("fc",))
+
+
+# ---------------------------------------------------------------- μ path, activations, the grid measure, figures
+
+
+def test_stride_grid_on_planted_patterns() -> None:
+    tile = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).repeat(20, 20)  # 40×40, period 2: phase means 1, 0, 0, 0
+    ramp = torch.linspace(0, 1, 40).expand(40, 40)
+    maps = torch.stack([tile, torch.full((40, 40), 0.3), ramp, torch.zeros(40, 40)])
+    g = dh.experiments.stride_grid(maps, stride=2, border=4)
+    # std of (1, 0, 0, 0) = 0.5 (unbiased), mean magnitude 0.25
+    assert g[0].item() == pytest.approx(2.0) and g[1].item() == 0.0
+    assert 0 < g[2].item() < 0.05 and torch.isnan(g[3])
+    with pytest.raises(ValueError, match="stride >= 2"):
+        dh.experiments.stride_grid(maps, stride=1)
+
+
+def test_mu_path_solves_each_mu() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(20, 60, generator=g, dtype=torch.float64) ** 3
+    lab = nn.functional.one_hot(torch.arange(60) % 3, 3).T.double()
+    path = vebi.mu_path(x, lab, [2.0, 0.5, 1.0])
+    assert path.mus.tolist() == [0.5, 1.0, 2.0]
+    for i, mu in enumerate(path.mus.tolist()):
+        ref = vebi.mu_lasso(x, lab, mu)
+        torch.testing.assert_close(path.objective[i], ref.objective, rtol=1e-6, atol=1e-9)
+        assert path.accuracy[i] == ((x.T @ ref.W).argmax(1) == lab.argmax(0)).double().mean()
+    assert path.relevant.shape == (3, 3) and (path.relevant > 0).all()
+
+
+def test_feature_activations_are_the_upsampled_channel_maps() -> None:
+    model, x = small("vgg"), seeded_images(12, b=2)
+    interp = fitted_interpretation(model)
+    layout = interp.layout
+    conv, fc = layout.index("relu3_1", 5), layout.index("relu6", 7)
+    sel = vebi.Selection(
+        torch.tensor([[conv, fc], [conv, conv]]),
+        torch.ones(2, 2),
+        torch.tensor([[True, True], [True, False]]),
+        torch.zeros(2, dtype=torch.long),
+        layout,
+    )
+    out = vebi.feature_activations(model, x, sel)
+    trace = record(model, x)
+    acts = trace.output([s.name for s in trace.steps].index("relu3_1"))[:, 5]
+    up = nn.functional.interpolate(acts[:, None], size=(112, 112), mode="bilinear", align_corners=False)[:, 0]
+    want = (up - up.amin((1, 2), keepdim=True)) / (up.amax((1, 2), keepdim=True) - up.amin((1, 2), keepdim=True))
+    torch.testing.assert_close(out[0, 0], want[0])
+    torch.testing.assert_close(out[1, 0], want[1])
+    assert (out[0, 1] == 0).all() and (out[1, 1] == 0).all()  # a fully connected feature; an empty slot
+
+
+def test_mu_path_and_ablation_figures_show_the_numbers() -> None:
+    import matplotlib.pyplot as plt
+
+    path = vebi.MuPath(
+        torch.tensor([1.0, 5.0]), torch.tensor([[1, 2], [3, 4]]), torch.ones(2, 2), torch.tensor([0.5, 1.0])
+    )
+    fig = dh.viz.mu_path(path, ["a", "b"], mark=5.0)
+    lines = fig.axes[0].get_lines()
+    assert [list(line.get_ydata()) for line in lines[:2]] == [[1, 3], [2, 4]]
+    assert list(fig.axes[2].get_lines()[0].get_ydata()) == [50.0, 100.0]
+    plt.close(fig)
+    ab = dh.experiments.Ablation("all", 4, 1.0, 0.3, torch.tensor([0.01, 0.03]))
+    fig = dh.viz.ablation_bars({"vgg": {"all": ab}})
+    heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
+    assert heights == [2.0, 30.0]
+    assert "vgg\nall (4 filters)" in [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    plt.close(fig)
