@@ -312,6 +312,8 @@ def test_mu_path_solves_each_mu() -> None:
         ref = vebi.mu_lasso(x, lab, mu)
         torch.testing.assert_close(path.objective[i], ref.objective, rtol=1e-6, atol=1e-9)
         assert path.accuracy[i] == ((x.T @ ref.W).argmax(1) == lab.argmax(0)).double().mean()
+        assert 0 <= path.gap[i] < 1e-6  # converged (warm starts stop at another point below the tolerance)
+    assert (vebi.mu_path(x, lab, [0.5, 2.0], max_iter=2).gap > 1e-6).any()  # a stopped solve says so
     assert path.relevant.shape == (3, 3) and (path.relevant > 0).all()
 
 

@@ -784,18 +784,20 @@ def vebi(
 @dataclass
 class MuPath:
     """The μ-lasso along increasing ``mus``: per μ and class the number of ``relevant`` features (non-zero
-    weights), the ``objective`` ‖Xᵀw_j − l_j‖², and the training ``accuracy`` of ``argmax_j xᵀw_j``."""
+    weights), the ``objective`` ‖Xᵀw_j − l_j‖², the training ``accuracy`` of ``argmax_j xᵀw_j``, and per μ the
+    largest duality ``gap`` relative to the objective (how far from optimal the solver stopped)."""
 
     mus: Tensor
     relevant: Tensor
     objective: Tensor
     accuracy: Tensor
+    gap: Tensor | None = None
 
 
 def mu_path(X: Tensor, L: Tensor, mus: Sequence[float], nonneg: bool = False, **solver: Any) -> MuPath:
     """Solve the μ-lasso at every μ of ``mus`` (sorted), each warm-started from the previous solution."""
     order = sorted(float(m) for m in mus)
-    W, rel, obj, acc = None, [], [], []
+    W, rel, obj, acc, gap = None, [], [], [], []
     truth = L.argmax(0)
     for mu in order:
         res = mu_lasso(X, L, mu, nonneg, W0=W, **solver)
@@ -803,9 +805,9 @@ def mu_path(X: Tensor, L: Tensor, mus: Sequence[float], nonneg: bool = False, **
         rel.append((W != 0).sum(0))
         obj.append(res.objective)
         acc.append(((X.T @ W).argmax(1) == truth).double().mean())
-    return MuPath(
-        torch.tensor(order, dtype=torch.float64), torch.stack(rel).cpu(), torch.stack(obj).cpu(), torch.stack(acc).cpu()
-    )
+        gap.append((res.gap / res.objective.clamp_min(torch.finfo(res.gap.dtype).tiny)).max())
+    stacked = (torch.stack(v).cpu() for v in (rel, obj, acc, gap))
+    return MuPath(torch.tensor(order, dtype=torch.float64), *stacked)
 
 
 def feature_activations(model: nn.Module, images: Tensor, sel: Selection) -> Tensor:
