@@ -89,3 +89,16 @@ def test_run_executes_notebooks_and_draws_the_gallery(tmp_path: Path, monkeypatc
     assert "".join(executed["cells"][0]["outputs"][0]["text"]).strip() == str(len(dh.METHODS))
     assert (tmp_path / "build" / "00_demo.html").stat().st_size > 1000
     assert (tmp_path / "build" / "gallery.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_interpret_fits_each_shipped_model(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dvehelpers.methods import vebi
+
+    calls = []
+    monkeypatch.setattr(vebi, "fit_shipped", lambda v, a, seed, mu: calls.append((v, a, seed, mu)) or Path(f"{v}-{a}"))
+    args = ["interpret", "--variant", "single-6c", "--variant", "double-12c", "--arch", "alexnet", "--mu", "2"]
+    assert main(args) == 0
+    assert calls == [("single-6c", "alexnet", 0, 2.0), ("double-12c", "alexnet", 0, 2.0)]
+    assert "saved double-12c-alexnet" in capsys.readouterr().out
