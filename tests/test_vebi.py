@@ -312,3 +312,17 @@ def test_average_image_of_a_fully_connected_feature_is_the_whole_image() -> None
 
 def F_interp(x: torch.Tensor, size: int) -> torch.Tensor:
     return nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def test_step_size_is_the_largest_eigenvalue_of_the_gram_matrix() -> None:
+    from dvehelpers.methods.vebi import _largest_eigenvalue
+
+    g = torch.Generator().manual_seed(4)
+    for x in (
+        torch.rand(40, 70, generator=g, dtype=torch.float64),
+        torch.randn(25, 10, generator=g, dtype=torch.float64),
+    ):
+        gram = x @ x.T
+        top = torch.linalg.eigvalsh(gram)[-1]
+        got = _largest_eigenvalue(lambda v, gram=gram: gram @ v, x.shape[0], x)
+        assert float(got) == pytest.approx(1.02 * float(top), rel=1e-6)
