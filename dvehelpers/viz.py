@@ -393,11 +393,15 @@ def mu_path(path: Any, class_names: Sequence[str], mark: float | None = None) ->
     """What μ does (:func:`dvehelpers.methods.vebi.mu_path`): the number of relevant features per class (left) and
     the training fit — the objective per class and the accuracy of ``argmax xᵀW`` (right) — against μ (log axis);
     ``mark`` draws a vertical line at one μ (e.g. the default)."""
+    from matplotlib.colors import is_color_like
+
     mus = path.mus.numpy()
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
     colours = plt.get_cmap("tab20").colors
     for j, name in enumerate(class_names):
-        style = {"color": colours[j % len(colours)], "marker": "osD^v"[j % 5], "ms": 3.5, "lw": 1.2}
+        # a class named by a colour (an8Flower's) is drawn in that colour: a "red" line must not be blue
+        colour = name if is_color_like(name) else colours[j % len(colours)]
+        style = {"color": colour, "marker": "osD^v"[j % 5], "ms": 3.5, "lw": 1.2, "mec": "black", "mew": 0.4}
         ax[0].plot(mus, path.relevant[:, j].numpy(), label=name, **style)
         ax[1].plot(mus, path.objective[:, j].numpy(), **style)
     twin = ax[1].twinx()
@@ -419,19 +423,26 @@ def mu_path(path: Any, class_names: Sequence[str], mark: float | None = None) ->
 def ablation_bars(results: Mapping[str, Mapping[str, Any]]) -> Figure:
     """Oramas et al.'s Fig. 6 analogue from :func:`dvehelpers.experiments.ablation_test` results per model: the drop
     in balanced accuracy (percentage points) when the relevant filters are zeroed, beside as many random filters
-    (mean over seeds, error bar ± one standard deviation), one group per model and scope."""
+    (bar: mean over seeds; dots: every draw, since the drops are skewed), one group per model and scope."""
     groups = [(f"{model}\n{scope} ({a.n} filters)", a) for model, res in results.items() for scope, a in res.items()]
     fig, ax = plt.subplots(figsize=(1.7 * len(groups) + 2.5, 3.4), layout="constrained")
     pos = np.arange(len(groups))
     rel = [a.relevant * 100 for _, a in groups]
     rnd = [a.random_mean * 100 for _, a in groups]
-    err = [a.random_std * 100 for _, a in groups]
     ax.bar(pos - 0.18, rel, 0.36, color="tab:red", label="relevant filters zeroed")
-    ax.bar(pos + 0.18, rnd, 0.36, yerr=err, capsize=3, color="tab:blue", label="as many random filters (mean ± sd)")
-    for x, v in zip(pos - 0.18, rel, strict=True):
-        ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
-    for x, v in zip(pos + 0.18, rnd, strict=True):
-        ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    ax.bar(pos + 0.18, rnd, 0.36, color="tab:blue", alpha=0.6, label="as many random filters (mean)")
+    for k, (_, a) in enumerate(groups):
+        draws = a.random.numpy() * 100
+        ax.plot(
+            pos[k] + 0.18 + np.linspace(-0.1, 0.1, len(draws)),
+            draws,
+            "o",
+            color="black",
+            ms=3,
+            label="one random draw" if k == 0 else None,
+        )
+        ax.text(pos[k] - 0.18, rel[k], f"{rel[k]:.1f}", ha="center", va="bottom", fontsize=7)
+        ax.text(pos[k] + 0.38, rnd[k], f"{rnd[k]:.1f}", ha="left", va="center", fontsize=7, color="tab:blue")
     ax.set_xticks(pos, [g for g, _ in groups], fontsize=7)
     ax.set_ylabel("drop in balanced accuracy\n(percentage points)")
     ax.axhline(0, color="black", lw=0.8)

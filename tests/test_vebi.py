@@ -188,6 +188,9 @@ def test_default_layers_and_layout() -> None:
     layers = vebi.default_feature_layers(model)
     names = dh.models.layer_names(model)
     assert layers == [n for n in names if n.startswith("relu")]  # fc relus included, the output layer has none
+    assert vebi.default_feature_layers(model, conv_only=True) == [n for n in layers if n not in ("relu6", "relu7")]
+    alex = small("alexnet")
+    assert vebi.default_feature_layers(alex, conv_only=True) == [f"relu{i}" for i in range(1, 6)]
     layout = vebi.feature_layout(model)
     assert layout.size == vebi.features(model, seeded_images(1, b=1)).shape[1]
     for i in (0, 17, layout.size - 1):

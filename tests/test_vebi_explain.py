@@ -349,10 +349,16 @@ def test_mu_path_and_ablation_figures_show_the_numbers() -> None:
     lines = fig.axes[0].get_lines()
     assert [list(line.get_ydata()) for line in lines[:2]] == [[1, 3], [2, 4]]
     assert list(fig.axes[2].get_lines()[0].get_ydata()) == [50.0, 100.0]
+    assert lines[0].get_color() != lines[1].get_color()
+    plt.close(fig)
+    fig = dh.viz.mu_path(path, ["red", "blue"])  # classes named by colours are drawn in them
+    assert [line.get_color() for line in fig.axes[0].get_lines()[:2]] == ["red", "blue"]
     plt.close(fig)
     ab = dh.experiments.Ablation("all", 4, 1.0, 0.3, torch.tensor([0.01, 0.03]))
     fig = dh.viz.ablation_bars({"vgg": {"all": ab}})
     heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
     assert heights == [2.0, 30.0]
+    dots = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]
+    assert [round(v, 6) for v in dots[0].get_ydata()] == [1.0, 3.0]  # every random draw is shown
     assert "vgg\nall (4 filters)" in [t.get_text() for t in fig.axes[0].get_xticklabels()]
     plt.close(fig)

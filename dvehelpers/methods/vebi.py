@@ -67,11 +67,14 @@ __all__ = [
 # ---------------------------------------------------------------- features
 
 
-def default_feature_layers(model: nn.Module) -> list[str]:
-    """Every ReLU output from the first convolution to the last hidden fully connected layer."""
+def default_feature_layers(model: nn.Module, conv_only: bool = False) -> list[str]:
+    """Every ReLU output from the first convolution to the last hidden fully connected layer (``conv_only``:
+    only those that follow a convolution, for the paper's ablation with relevant features found in conv layers)."""
     steps = walk(model)
     last_linear = max((i for i, s in enumerate(steps) if s.kind == "linear"), default=len(steps))
-    names = [s.name for i, s in enumerate(steps) if s.kind == "relu" and i < last_linear]
+    first_linear = min((i for i, s in enumerate(steps) if s.kind == "linear"), default=len(steps))
+    end = first_linear if conv_only else last_linear
+    names = [s.name for i, s in enumerate(steps) if s.kind == "relu" and i < end]
     if not names:
         raise ValueError("model has no ReLU before its output layer; pass layers=")
     return names
