@@ -5,9 +5,9 @@ network is not able to predict the blurred images correctly … even though the 
 region". :func:`blur_test` measures both halves of that sentence on a labelled set: when the prediction fails,
 and how far the explanation has moved by then (IoU with the unblurred map, and with the mask).
 
-Oramas et al. (§4.2, Fig. 6) zero the filters their interpretation calls relevant and compare the accuracy drop
-with zeroing as many random filters. :func:`ablate` does the zeroing on a copy; :func:`ablation_test` runs the
-comparison over seeds, on all feature layers or on the convolutional ones alone.
+Oramas et al. (the blog post's Figure 6 in `seeds/`) zero the filters their interpretation calls relevant and
+compare the accuracy drop with zeroing as many random filters. :func:`ablate` does the zeroing on a copy;
+:func:`ablation_test` runs the comparison over seeds, on all feature layers or on the convolutional ones alone.
 """
 
 from __future__ import annotations

@@ -421,9 +421,10 @@ def mu_path(path: Any, class_names: Sequence[str], mark: float | None = None) ->
 
 
 def ablation_bars(results: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """Oramas et al.'s Fig. 6 analogue from :func:`dvehelpers.experiments.ablation_test` results per model: the drop
-    in balanced accuracy (percentage points) when the relevant filters are zeroed, beside as many random filters
-    (bar: mean over seeds; dots: every draw, since the drops are skewed), one group per model and scope."""
+    """Oramas et al.'s ablation figure (blog post, Figure 6) from :func:`dvehelpers.experiments.ablation_test`
+    results per model: the drop in balanced accuracy (percentage points) when the relevant filters are zeroed, beside
+    as many random filters (bar: mean over seeds; dots: every draw, since the drops are skewed), one group per model
+    and scope."""
     groups = [(f"{model}\n{scope} ({a.n} filters)", a) for model, res in results.items() for scope, a in res.items()]
     fig, ax = plt.subplots(figsize=(1.7 * len(groups) + 2.5, 3.4), layout="constrained")
     pos = np.arange(len(groups))

@@ -836,8 +836,8 @@ def mu_path(X: Tensor, L: Tensor, mus: Sequence[float], nonneg: bool = False, **
 
 def feature_activations(model: nn.Module, images: Tensor, sel: Selection) -> Tensor:
     """The forward maps of the selected features (B×k×H×W): each channel's map upsampled bilinearly to the image
-    and min-max normalised — the "upsampled activation" that Oramas et al. (Fig. 7) set against the backward
-    visualisation. A fully connected feature has no map: its slot is 0, as are empty slots."""
+    and min-max normalised — the "upsampled activation" that Oramas et al. (blog post, Figure 7) set against the
+    backward visualisation. A fully connected feature has no map: its slot is 0, as are empty slots."""
     from ..maps import upsample
 
     images = check_images(model, images)
