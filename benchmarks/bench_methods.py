@@ -84,6 +84,7 @@ def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> dict[str, 
     out["fourier_dve (targeted, image)"] = lambda: dh.explain(
         "fourier_dve", model, x, targets, targeted=True, targeted_on="image"
     )
+    out["fbi (mask=tau)"] = lambda: dh.explain("fbi", model, x, targets, mask="tau")
     out["captum LayerGradCam"] = captum_gradcam
     out["pytorch-grad-cam GradCAM"] = lambda: pgc_cam(input_tensor=x, targets=pgc_targets)
     out["captum GuidedBackprop"] = lambda: captum_gb.attribute(x, target=targets)

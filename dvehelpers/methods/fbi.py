@@ -1,0 +1,251 @@
+"""Forward-Backward Interpretability (Balu, Nguyen, Kokate, Hegde & Sarkar, NIPS 2017 Interpretable ML
+Symposium): a rule set of the backward engine (METHODS.md §4).
+
+The signal starts at the logits ``z^(L)`` with the *softmax adjoint*
+
+    ẑ_i = max(z^(L)) for the explained class i = c,   ẑ_i = min(z^(L)) for every other class,
+
+and walks down with one "adjoint" per layer:
+
+* dense:    â^(l−1) = W^(l)ᵀ (ẑ^(l) − b^(l))
+* ReLU:     ẑ^(l) = ReLU(â^(l)), after the **forward-backward mask** that keeps an entry of â^(l) only where
+  ``â^(l) ⊙ a^(l) > τ`` (``a^(l)`` the layer's forward activation; or, scale-free, the ``keep_fraction``
+  largest products of the layer per image), and after keeping only the top-k backward feature maps of a
+  conv layer (``k_fraction`` of its channels, ranked by the total of the map);
+* max pool: unpooling by replication, ``â_up = min(a_pre_pool, replicate(â_p))``, averaged where windows
+  overlap;
+* conv:     DeconvNet's transposed convolution with the layer's filters (its bias ignored or subtracted).
+
+The input-level adjoint, non-zero only on the support that survived every mask, is the explanation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..backprop import DECONVNET, RuleSet, _conv_gradient, _pair, propagate
+from ..registry import METHODS, Param, register
+from ..trace import Step, Trace
+from .base import OUTPUT, REDUCTION, forward, input_space_output
+
+__all__ = [
+    "MASKS",
+    "softmax_adjoint",
+    "dense_adjoint",
+    "conv_adjoint",
+    "unpool_replicate_min",
+    "forward_backward_mask",
+    "top_k_maps",
+    "fbi_rules",
+    "supports",
+    "fbi",
+]
+
+#: How the forward-backward mask picks the entries it keeps.
+MASKS = {
+    "keep_fraction": "the keep_fraction largest positive â⊙a of the layer, per image (scale-free)",
+    "tau": "â⊙a > τ (the paper; τ = 10 on Keras VGG-16's activation scale)",
+    "none": "no mask (with k_fraction = 1 this approaches DeconvNet, as the paper remarks)",
+}
+
+
+def softmax_adjoint(logits: Tensor, targets: Tensor) -> Tensor:
+    """ẑ^(L): ``max(z)`` at each image's explained class, ``min(z)`` at every other class (Balu et al. §2)."""
+    lo = logits.amin(1, keepdim=True).expand_as(logits).clone()
+    return lo.scatter_(1, targets.view(-1, 1), logits.amax(1, keepdim=True))
+
+
+def dense_adjoint(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    """â^(l−1) = W^(l)ᵀ (ẑ^(l) − b^(l)) for a fully connected layer."""
+    m = step.module
+    assert isinstance(m, nn.Linear)
+    return (signal if m.bias is None else signal - m.bias) @ m.weight
+
+
+def conv_adjoint(subtract_bias: bool) -> Any:
+    """DeconvNet's transposed convolution with the layer's own filters, of ``ẑ − b`` when ``subtract_bias``."""
+
+    def rule(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+        m = step.module
+        assert isinstance(m, nn.Conv2d)
+        if subtract_bias and m.bias is not None:
+            signal = signal - m.bias.view(1, -1, 1, 1)
+        return _conv_gradient(step, x_in, x_out, signal, aux)
+
+    return rule
+
+
+def unpool_replicate_min(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    """FBI's unpooling: copy each pooled backward value over its whole window (averaged where windows overlap,
+    e.g. 3×3 stride 2), then ``min(a_pre_pool, â_up)`` entrywise. Input positions no window covers get 0."""
+    m = step.module
+    assert isinstance(m, nn.MaxPool2d)
+    k, s, p, d = (_pair(v) for v in (m.kernel_size, m.stride or m.kernel_size, m.padding, m.dilation))
+    if d != (1, 1):
+        raise ValueError(f"FBI unpooling needs max pooling without dilation; {step.name} has dilation {d}")
+    # avg_pool2d's backward with divisor 1 adds every window's value onto each input position it covers.
+    spread = torch.ops.aten.avg_pool2d_backward
+    total = spread(signal, x_in, k, s, p, m.ceil_mode, True, 1)
+    count = spread(torch.ones_like(signal[:1, :1]), x_in[:1, :1], k, s, p, m.ceil_mode, True, 1)
+    return torch.minimum(x_in, total / count.clamp_min(1))
+
+
+def forward_backward_mask(signal: Tensor, acts: Tensor, mask: str, tau: float, keep_fraction: float) -> Tensor:
+    """``signal`` (â) where the forward-backward product ``â ⊙ a`` passes: ``> tau``, or among the
+    ``keep_fraction`` largest positive products of each image's layer; 0 elsewhere."""
+    if mask == "none":
+        return signal
+    product = signal * acts
+    if mask == "tau":
+        return torch.where(product > tau, signal, 0)
+    flat = product.flatten(1)
+    n = flat.shape[1]
+    keep = max(1, math.ceil(keep_fraction * n))
+    cut = flat.kthvalue(n - keep + 1, dim=1).values  # the keep-th largest product of each image
+    passed = (flat >= cut[:, None]) & (flat > 0)
+    return torch.where(passed.view_as(signal), signal, 0)
+
+
+def top_k_maps(signal: Tensor, acts: Tensor, k_fraction: float, ranking: str) -> Tensor:
+    """Keep the ``ceil(k_fraction · C)`` feature maps of B×C×h×w ``signal`` whose total is largest (the total of
+    the backward map, or of the forward map ``acts`` with ``ranking="forward"``); zero the others."""
+    c = signal.shape[1]
+    k = max(1, math.ceil(k_fraction * c))
+    if k >= c:
+        return signal
+    totals = (signal if ranking == "backward" else acts).sum((2, 3))
+    keep = torch.zeros_like(totals, dtype=torch.bool).scatter_(1, totals.topk(k, dim=1).indices, True)
+    return signal * keep[:, :, None, None]
+
+
+def fbi_rules(
+    trace: Trace,
+    *,
+    mask: str,
+    tau: float,
+    keep_fraction: float,
+    k_fraction: float,
+    topk_scope: str,
+    ranking: str,
+    unpool: str,
+    conv_bias: str,
+    record: dict[str, Tensor] | None = None,
+) -> RuleSet:
+    """FBI as a rule set of the engine: DeconvNet's with the dense adjoint, the masked ReLU adjoint, replicate-min
+    unpooling (or DeconvNet's switches) and the conv bias handling swapped in. ``record`` (if given) receives, per
+    ReLU layer name, the boolean support that survives its mask (B×C×h×w or B×n)."""
+    maps = [i for i, s in enumerate(trace.steps) if s.kind == "relu" and trace.output(i).ndim == 4]
+    top = trace.steps[maps[-1]].name if maps else None
+
+    def relu(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+        signal = forward_backward_mask(signal, x_out, mask, tau, keep_fraction)
+        if signal.ndim == 4 and (topk_scope == "every" or step.name == top):
+            signal = top_k_maps(signal, x_out, k_fraction, ranking)
+        signal = signal.clamp(min=0)
+        if record is not None:
+            record[step.name] = signal > 0
+        return signal
+
+    rules: dict[str, Any] = {"linear": dense_adjoint, "relu": relu, "conv": conv_adjoint(conv_bias == "subtract")}
+    if unpool == "replicate_min":
+        rules["maxpool"] = unpool_replicate_min
+    return DECONVNET.with_rules("fbi", doc="Balu et al. 2017", **rules)
+
+
+MASK = Param("mask", "keep_fraction", "forward-backward mask: " + "; ".join(MASKS.values()), "choice", tuple(MASKS))
+TAU = Param(
+    "tau", 10.0, "mask='tau': keep â⊙a > τ (the paper's τ = 10 belongs to Keras VGG-16)", range=(1e-6, 1e4), log=True
+)
+KEEP_FRACTION = Param(
+    "keep_fraction", 0.1, "mask='keep_fraction': share of each layer's entries kept", range=(1e-3, 1.0), log=True
+)
+K_FRACTION = Param("k_fraction", 0.5, "share of a conv layer's backward maps kept (the paper: 50 %)", range=(0.01, 1.0))
+TOPK_SCOPE = Param(
+    "topk_scope",
+    "every",
+    "top-k maps at 'every' conv layer or at the 'top' conv layer only",
+    "choice",
+    ("every", "top"),
+)
+RANKING = Param(
+    "ranking",
+    "backward",
+    "rank maps by the total of the 'backward' or the 'forward' map",
+    "choice",
+    ("backward", "forward"),
+)
+UNPOOL = Param(
+    "unpool",
+    "replicate_min",
+    "'replicate_min' (FBI: copy over the window, min with the forward map) or DeconvNet's 'switches'",
+    "choice",
+    ("replicate_min", "switches"),
+)
+CONV_BIAS = Param(
+    "conv_bias",
+    "ignore",
+    "transposed convs 'ignore' the conv bias (DeconvNet) or 'subtract' it first",
+    "choice",
+    ("ignore", "subtract"),
+)
+PARAMS = [MASK, TAU, KEEP_FRACTION, K_FRACTION, TOPK_SCOPE, RANKING, UNPOOL, CONV_BIAS]
+
+
+def _walk(model: nn.Module, images: Tensor, target: Any, record: dict[str, Tensor] | None, **params: Any) -> Tensor:
+    trace, targets = forward(model, images, target)
+    rules = fbi_rules(trace, record=record, **params)
+    return propagate(trace, softmax_adjoint(trace.logits, targets), rules)
+
+
+@register("fbi", params=[*PARAMS, REDUCTION, OUTPUT], paper="Balu et al. 2017", class_specific=True)
+def fbi(
+    model: nn.Module,
+    images: Tensor,
+    target: Any = None,
+    *,
+    mask: str = "keep_fraction",
+    tau: float = 10.0,
+    keep_fraction: float = 0.1,
+    k_fraction: float = 0.5,
+    topk_scope: str = "every",
+    ranking: str = "backward",
+    unpool: str = "replicate_min",
+    conv_bias: str = "ignore",
+    reduction: str = "pos_l2",
+    output: str = "heatmap",
+) -> Tensor:
+    """Forward-Backward Interpretability (Balu et al. 2017, §2): the softmax adjoint walked down by dense adjoints
+    Wᵀ(ẑ − b), forward-backward-masked ReLUs, top-k feature maps, replicate-min unpooling and transposed
+    convolutions; the input-level adjoint on its surviving support."""
+    raw = _walk(
+        model,
+        images,
+        target,
+        None,
+        mask=mask,
+        tau=tau,
+        keep_fraction=keep_fraction,
+        k_fraction=k_fraction,
+        topk_scope=topk_scope,
+        ranking=ranking,
+        unpool=unpool,
+        conv_bias=conv_bias,
+    )
+    return input_space_output(raw, reduction, output)
+
+
+def supports(model: nn.Module, images: Tensor, target: Any = None, **params: Any) -> dict[str, Tensor]:
+    """The support FBI keeps at every ReLU layer, top layer first: ``{layer name: bool B×C×h×w (or B×n)}``, for
+    the same parameters as :func:`fbi` (``reduction`` and ``output`` do not apply)."""
+    from ..checks import preserved
+
+    checked = METHODS["fbi"].check(params)
+    checked = {k: v for k, v in checked.items() if k not in ("reduction", "output")}
+    record: dict[str, Tensor] = {}
+    with preserved(model):
+        _walk(model, images, target, record, **checked)
+    return record
