@@ -396,3 +396,20 @@ def test_dilated_max_pooling_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="pool1 has dilation"):
         dh.explain("fbi", model, torch.rand(1, 3, 16, 16))
     assert dh.explain("fbi", model, torch.rand(1, 3, 16, 16), unpool="switches").shape == (1, 16, 16)
+
+
+def test_sparsity_sweep_equals_explaining_at_every_grid_point() -> None:
+    model, x = small("alexnet"), seeded_images(6, b=5)
+    masks = torch.zeros(5, 112, 112, dtype=torch.bool)
+    masks[:, 30:80, 20:70] = True
+    fractions, ks = [0.05, 0.5], [0.25, 1.0]
+    sweep = F.sparsity_sweep(model, x, masks, fractions, ks, batch_size=2, ranking="forward")
+    for a, f in enumerate(fractions):
+        for b, k in enumerate(ks):
+            heat = dh.explain("fbi", model, x, keep_fraction=f, k_fraction=k, ranking="forward")
+            assert sweep.iou[a, b].item() == pytest.approx(dh.evaluate.mean_iou(heat, masks), rel=1e-9)
+            assert sweep.support[a, b].item() == pytest.approx((heat > 0).double().mean().item(), rel=1e-9)
+    none = F.sparsity_sweep(model, x, masks, [], ks, mask="none")
+    assert none.iou.shape == (1, 2) and math.isnan(none.values[0])
+    with pytest.raises(ValueError, match="'keep_fraction', 'tau', 'none'"):
+        F.sparsity_sweep(model, x, masks, [0.1], ks, mask="threshold")

@@ -22,14 +22,17 @@ The input-level adjoint, non-zero only on the support that survived every mask, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..backprop import DECONVNET, RuleSet, _conv_gradient, _pair, propagate
+from ..checks import check_images, preserved
 from ..registry import METHODS, Param, register
-from ..trace import Step, Trace
+from ..trace import Step, Trace, record
 from .base import OUTPUT, REDUCTION, forward, input_space_output
 
 __all__ = [
@@ -43,6 +46,8 @@ __all__ = [
     "fbi_rules",
     "supports",
     "fbi",
+    "SparsitySweep",
+    "sparsity_sweep",
 ]
 
 #: How the forward-backward mask picks the entries it keeps.
@@ -241,11 +246,73 @@ def fbi(
 def supports(model: nn.Module, images: Tensor, target: Any = None, **params: Any) -> dict[str, Tensor]:
     """The support FBI keeps at every ReLU layer, top layer first: ``{layer name: bool B×C×h×w (or B×n)}``, for
     the same parameters as :func:`fbi` (``reduction`` and ``output`` do not apply)."""
-    from ..checks import preserved
-
-    checked = METHODS["fbi"].check(params)
-    checked = {k: v for k, v in checked.items() if k not in ("reduction", "output")}
-    record: dict[str, Tensor] = {}
+    kept: dict[str, Tensor] = {}
     with preserved(model):
-        _walk(model, images, target, record, **checked)
-    return record
+        _walk(model, images, target, kept, **_rule_params(params))
+    return kept
+
+
+def _rule_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` checked against FBI's specs, defaults filled in, without the output form (``reduction``,
+    ``output``): what :func:`fbi_rules` takes."""
+    checked = METHODS["fbi"].check(params)
+    return {k: v for k, v in checked.items() if k not in ("reduction", "output")}
+
+
+@dataclass
+class SparsitySweep:
+    """FBI over a grid: ``iou[i, j]`` the mean IoU ×100 (over images and the evaluation's thresholds) and
+    ``support[i, j]`` the mean share of input pixels the explanation covers (non-zero heatmap), at mask value
+    ``values[i]`` (a keep fraction or a τ, per ``mask``) and ``k_fractions[j]``."""
+
+    mask: str
+    values: list[float]
+    k_fractions: list[float]
+    iou: Tensor
+    support: Tensor
+
+
+def sparsity_sweep(
+    model: nn.Module,
+    images: Tensor,
+    masks: Tensor,
+    values: Sequence[float],
+    k_fractions: Sequence[float],
+    mask: str = "keep_fraction",
+    batch_size: int = 64,
+    progress: bool = False,
+    **params: Any,
+) -> SparsitySweep:
+    """FBI's sparsity trade-off measured: every (mask value, k_fraction) of the grid on a labelled set, each
+    batch's forward pass recorded once and walked back for every grid point. ``mask="none"`` ignores
+    ``values`` (one row). ``params``: FBI's other parameters."""
+    from tqdm.auto import tqdm
+
+    from ..evaluate import per_image_iou
+
+    name = {"keep_fraction": "keep_fraction", "tau": "tau", "none": None}.get(mask, "?")
+    if name == "?":
+        raise ValueError(f"mask must be one of {', '.join(map(repr, MASKS))}, got {mask!r}")
+    grid = [float(v) for v in values] if name else [math.nan]
+    reduction = METHODS["fbi"].check(params)["reduction"]
+    points = [
+        [_rule_params({**params, "mask": mask, "k_fraction": k, **({name: v} if name else {})}) for k in k_fractions]
+        for v in grid
+    ]
+    dev = next(model.parameters()).device
+    iou = torch.zeros(len(grid), len(k_fractions), dtype=torch.float64)
+    support = torch.zeros_like(iou)
+    for i in tqdm(range(0, len(images), batch_size), desc="FBI sweep", unit="batch", disable=not progress):
+        with preserved(model):
+            batch = check_images(model, images[i : i + batch_size].to(dev))
+            trace = record(model, batch)
+            start = softmax_adjoint(trace.logits, trace.logits.argmax(1))
+            truth = masks[i : i + batch_size].to(dev)
+            for a, row in enumerate(points):
+                for b, p in enumerate(row):
+                    raw = propagate(trace, start, fbi_rules(trace, **p))
+                    heat = input_space_output(raw, reduction, "heatmap")
+                    iou[a, b] += float(per_image_iou(heat, truth).mean(1).sum())
+                    support[a, b] += float((heat > 0).flatten(1).double().mean(1).sum())
+    n = len(images)
+    return SparsitySweep(mask, grid, [float(k) for k in k_fractions], iou / n * 100, support / n)
