@@ -528,9 +528,11 @@ def score_matrix(
     fmt: str = ".1f",
     mark: tuple[int, int] | None = None,
     mark_label: str = "default",
+    best: bool = True,
 ) -> Axes:
-    """A grid of scores (len(rows)×len(cols)) as an annotated heat map; the best cell is boxed in red, the
-    cell ``mark`` (row, column), e.g. the default, in white and dashed, named in the title by ``mark_label``."""
+    """A grid of scores (len(rows)×len(cols)) as an annotated heat map; the best cell is boxed in red (unless
+    ``best=False``, for values where larger is not better), the cell ``mark`` (row, column), e.g. the default, in
+    white and dashed, named in the title by ``mark_label``."""
     v = values.detach().double().cpu().numpy()
     if v.shape != (len(rows), len(cols)):
         raise ValueError(f"values has shape {v.shape}; rows × cols is {(len(rows), len(cols))}")
@@ -541,11 +543,12 @@ def score_matrix(
     mid = (np.nanmax(v) + np.nanmin(v)) / 2
     for (r, c), val in np.ndenumerate(v):
         ax.text(c, r, format(val, fmt), ha="center", va="center", fontsize=7, color="k" if val > mid else "w")
-    r, c = np.unravel_index(np.nanargmax(v), v.shape)
-    ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=1.6))
+    if best:
+        r, c = np.unravel_index(np.nanargmax(v), v.shape)
+        ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=1.6))
     if mark is not None:
         ax.add_patch(plt.Rectangle((mark[1] - 0.42, mark[0] - 0.42), 0.84, 0.84, fill=False, ec="w", lw=1.4, ls="--"))
-        title = f"{title}\nred: best; white dashed: {mark_label}".strip()
+        title = f"{title}\n{'red: best; ' if best else ''}white dashed: {mark_label}".strip()
     ax.set_xticks(range(len(cols)), [str(x) for x in cols], fontsize=7)
     ax.set_yticks(range(len(rows)), [str(x) for x in rows], fontsize=7)
     ax.set_xlabel(col_label, fontsize=8)

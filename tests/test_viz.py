@@ -430,6 +430,10 @@ def test_score_matrix_marks_a_chosen_cell_apart_from_the_best() -> None:
     ax = viz.score_matrix(values, [1, 2], [1, 2, 3], "r", "c", mark=(1, 0))
     assert ax.get_title() == "red: best; white dashed: default"
     plt.close(ax.figure)
+    ax = viz.score_matrix(values, [1, 2], [1, 2, 3], "r", "c", mark=(1, 0), best=False)
+    (marked,) = [p for p in ax.patches if isinstance(p, matplotlib.patches.Rectangle)]
+    assert marked.get_linestyle() == "--" and ax.get_title() == "white dashed: default"
+    plt.close(ax.figure)
 
 
 def test_strip_shows_each_step_above_its_heatmap_with_one_colour_bar() -> None:
