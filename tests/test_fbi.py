@@ -413,3 +413,15 @@ def test_sparsity_sweep_equals_explaining_at_every_grid_point() -> None:
     assert none.iou.shape == (1, 2) and math.isnan(none.values[0])
     with pytest.raises(ValueError, match="'keep_fraction', 'tau', 'none'"):
         F.sparsity_sweep(model, x, masks, [0.1], ks, mask="threshold")
+
+
+def test_kth_largest_on_long_rows_is_exact_whether_or_not_the_sample_brackets_it() -> None:
+    g = torch.Generator().manual_seed(0)
+    n = 5 * F._SAMPLE
+    flat = torch.randn(4, n, generator=g).clamp(min=0) * torch.rand(4, n, generator=g)
+    flat[2] = 0.0  # ties everywhere: the bracket holds every entry
+    flat[3, : n - 100] = -1.0  # only 100 entries above -1: the sample misses them, the row falls back
+    flat[3, n - 100 :] = torch.arange(100.0)
+    for k in (1, 3, 1000, n // 10):
+        expected = flat.sort(dim=1, descending=True).values[:, k - 1 : k]
+        assert torch.equal(F._kth_largest(flat, k), expected), k

@@ -108,23 +108,49 @@ def forward_backward_mask(signal: Tensor, acts: Tensor, mask: str, tau: float, k
     if mask == "tau":
         return torch.where(product > tau, signal, 0)
     flat = product.flatten(1)
+    keep = max(1, math.ceil(keep_fraction * flat.shape[1]))
+    # Entries at or above the keep-th largest product pass, and only positive ones (with fewer positive products
+    # than `keep`, every positive one passes).
+    cut = _kth_largest(flat, keep).clamp_min(torch.finfo(flat.dtype).tiny)
+    return torch.where((flat >= cut).view_as(signal), signal, 0)
+
+
+_SAMPLE = 1 << 16
+
+
+def _kth_largest(flat: Tensor, k: int) -> Tensor:
+    """The k-th largest value of each row of ``flat`` (B×1), exactly. On long rows a fixed random sample of each
+    row first brackets it from below, so that the exact selection runs on the few entries above the bracket; a
+    row whose bracket fails (fewer than k entries above it) is selected in full."""
     n = flat.shape[1]
-    keep = max(1, math.ceil(keep_fraction * n))
-    cut = flat.kthvalue(n - keep + 1, dim=1).values  # the keep-th largest product of each image
-    passed = (flat >= cut[:, None]) & (flat > 0)
-    return torch.where(passed.view_as(signal), signal, 0)
+    if n < 4 * _SAMPLE or k > n // 8:
+        return flat.topk(k, dim=1, sorted=False).values.amin(1, keepdim=True)
+    idx = torch.randint(n, (_SAMPLE,), generator=torch.Generator().manual_seed(0)).to(flat.device)
+    margin = min(_SAMPLE, math.ceil(2 * k / n * _SAMPLE) + 64)  # twice the expected count, and some
+    floor = flat[:, idx].topk(margin, dim=1, sorted=False).values.amin(1)
+    out = []
+    for row, low in zip(flat, floor, strict=True):
+        above = row[row >= low]
+        out.append((above if len(above) >= k else row).topk(k, sorted=False).values.amin())
+    return torch.stack(out)[:, None]
 
 
 def top_k_maps(signal: Tensor, acts: Tensor, k_fraction: float, ranking: str) -> Tensor:
     """Keep the ``ceil(k_fraction · C)`` feature maps of B×C×h×w ``signal`` whose total is largest (the total of
     the backward map, or of the forward map ``acts`` with ``ranking="forward"``); zero the others."""
+    keep = _top_channels(signal, acts, k_fraction, ranking)
+    return signal if keep is None else signal * keep
+
+
+def _top_channels(signal: Tensor, acts: Tensor, k_fraction: float, ranking: str) -> Tensor | None:
+    """B×C×1×1 of which maps :func:`top_k_maps` keeps (None: all)."""
     c = signal.shape[1]
     k = max(1, math.ceil(k_fraction * c))
     if k >= c:
-        return signal
+        return None
     totals = (signal if ranking == "backward" else acts).sum((2, 3))
     keep = torch.zeros_like(totals, dtype=torch.bool).scatter_(1, totals.topk(k, dim=1).indices, True)
-    return signal * keep[:, :, None, None]
+    return keep[:, :, None, None]
 
 
 def fbi_rules(
@@ -149,8 +175,11 @@ def fbi_rules(
     def relu(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
         signal = forward_backward_mask(signal, x_out, mask, tau, keep_fraction)
         if signal.ndim == 4 and (topk_scope == "every" or step.name == top):
-            signal = top_k_maps(signal, x_out, k_fraction, ranking)
-        signal = signal.clamp(min=0)
+            keep = _top_channels(signal, x_out, k_fraction, ranking)
+            if keep is not None:  # in place only on a tensor the mask made here
+                signal = signal * keep if mask == "none" else signal.mul_(keep)
+        if mask == "none":  # a mask keeps positive entries only (τ ≥ 0, a ≥ 0): the ReLU adjoint is then a no-op
+            signal = signal.clamp(min=0)
         if record is not None:
             record[step.name] = signal > 0
         return signal
