@@ -457,24 +457,26 @@ def layer_supports(
 ) -> Figure:
     """A backward walk's per-layer supports (:func:`dvehelpers.methods.fbi.supports`) as the signal descends:
     for image ``i``, one panel per layer of feature maps (``layers``; default every such layer, in the order
-    given: top first), each at its own resolution, showing at every position the share of the layer's maps
-    kept there (0: none, 1: all); titled by the share of the layer's entries kept."""
+    given: top first), each at its own resolution, white where at least one of the layer's maps kept an entry;
+    titled by the share of positions covered and the share of the layer's entries kept."""
     names = list(layers) if layers is not None else [n for n, v in supports.items() if v.ndim == 4]
     missing = [n for n in names if n not in supports or supports[n].ndim != 4]
     if missing or not names:
         valid = [n for n, v in supports.items() if v.ndim == 4]
         raise ValueError(f"no B×C×h×w support for layer(s) {missing or names}; valid: {', '.join(valid)}")
-    fig, axes = plt.subplots(1, len(names), figsize=(size * len(names) + 1.0, size + 0.7), layout="constrained")
-    axes = np.atleast_1d(axes)
-    for ax, name in zip(axes, names, strict=True):
-        kept = supports[name][i].double()
-        ax.imshow(kept.mean(0).cpu().numpy(), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    fig, axes = plt.subplots(1, len(names), figsize=(size * len(names) + 0.4, size + 0.8), layout="constrained")
+    for ax, name in zip(np.atleast_1d(axes), names, strict=True):
+        kept = supports[name][i]
+        where = kept.any(0)
+        ax.imshow(where.cpu().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         _bare(ax)
         h, w = kept.shape[1:]
-        ax.set_title(f"{name} ({h}×{w})\n{float(kept.mean()) * 100:.1f} % kept", fontsize=7)
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "magma"), ax=list(axes), shrink=0.8, aspect=15, pad=0.01)
-    bar.set_label("share of the layer's\nmaps kept", fontsize=7)
-    bar.ax.tick_params(labelsize=6)
+        ax.set_title(
+            f"{name} ({h}×{w})\n{float(where.double().mean()) * 100:.0f} % of positions\n"
+            f"{float(kept.double().mean()) * 100:.1f} % of entries",
+            fontsize=7,
+        )
+    fig.supxlabel("white: at least one feature map keeps an entry at this position", fontsize=7)
     return fig
 
 

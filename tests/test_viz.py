@@ -468,18 +468,18 @@ def test_blur_curves_draw_a_result_left_on_the_models_device() -> None:
     plt.close(fig)
 
 
-def test_layer_supports_draws_the_share_of_maps_kept_per_position() -> None:
+def test_layer_supports_draws_where_any_map_kept_an_entry() -> None:
     kept = torch.zeros(2, 4, 3, 5, dtype=torch.bool)
-    kept[1, :2, 0, 0] = True  # image 1: half of the maps at the top-left position
-    kept[1, :, 2, 4] = True  # all maps at the bottom-right
+    kept[1, :2, 0, 0] = True  # image 1: two maps at the top-left position
+    kept[1, :, 2, 4] = True  # all four maps at the bottom-right
     sup = {"relu2": kept, "relu1": torch.ones(2, 2, 6, 6, dtype=torch.bool), "fc": torch.ones(2, 7, dtype=torch.bool)}
     fig = dh.viz.layer_supports(sup, i=1)
     axes = [ax for ax in fig.axes if ax.get_images()]
     assert len(axes) == 2  # the fully connected support has no map
-    shown = axes[0].get_images()[0].get_array()
-    assert shown.shape == (3, 5) and shown[0, 0] == 0.5 and shown[2, 4] == 1.0 and shown.sum() == 1.5
-    assert axes[0].get_title() == "relu2 (3×5)\n10.0 % kept"  # 6 of 60 entries
-    assert "share of the layer" in fig.axes[-1].get_ylabel()
+    shown = np.asarray(axes[0].get_images()[0].get_array(), dtype=float)
+    assert shown.shape == (3, 5) and shown[0, 0] == 1 and shown[2, 4] == 1 and shown.sum() == 2
+    assert axes[0].get_title() == "relu2 (3×5)\n13 % of positions\n10.0 % of entries"  # 2 of 15; 6 of 60
+    assert "at least one feature map" in fig.get_supxlabel()
     with pytest.raises(ValueError, match="valid: relu2, relu1"):
         dh.viz.layer_supports(sup, layers=["fc"])
     plt.close(fig)
