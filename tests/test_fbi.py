@@ -66,6 +66,8 @@ def tiny_dense() -> nn.Sequential:
         ({"mask": "keep_fraction", "keep_fraction": 0.5}, [2.0, 6.0, 0.0]),  # ceil(1.5) = 2 largest: 10, 3
         ({"mask": "keep_fraction", "keep_fraction": 1.0}, [2.0, 6.0, 0.0]),  # the 0 product is never kept
         ({"mask": "none"}, [4.0, 4.0, 0.0]),  # ReLU alone: [3, 5, 2]; W1ᵀ[3, 5, 1]
+        # ŷ = [1, 0]: ŷ − b2 = [0.5, 0.5]; â1 = [0.5, 1, 0.5]; ReLU; minus b1: [0.5, 1, −0.5]; W1ᵀ: [0, 1.5, 0]
+        ({"mask": "none", "start": "one_hot"}, [0.0, 1.5, 0.0]),
     ],
 )
 def test_masked_walk_through_a_tiny_dense_net_by_hand(params: dict, expected: list[float]) -> None:
@@ -158,8 +160,8 @@ def reference(model: nn.Sequential, x: torch.Tensor, c: int, p: dict) -> torch.T
         for layer in layers:
             acts.append(layer(acts[-1][None])[0])
     z = acts[-1]
-    s = torch.full_like(z, float(z.min()))
-    s[c] = z.max()
+    s = torch.full_like(z, float(z.min()) if p["start"] == "softmax_adjoint" else 0.0)
+    s[c] = z.max() if p["start"] == "softmax_adjoint" else 1.0
     top = max(i for i, layer in enumerate(layers) if isinstance(layer, nn.ReLU) and acts[i + 1].dim() == 3)
     for i in range(len(layers) - 1, -1, -1):
         layer, a_in, a_out = layers[i], acts[i], acts[i + 1]
@@ -246,7 +248,7 @@ def ref_deconv(conv: nn.Conv2d, a_in: torch.Tensor, s: torch.Tensor, subtract: b
 
 CASES = [
     {},
-    {"mask": "tau", "tau": 1e-3},
+    {"mask": "tau", "tau": 1e-3, "start": "one_hot"},
     {"mask": "none", "k_fraction": 1.0},
     {"keep_fraction": 0.3, "k_fraction": 0.25, "topk_scope": "top", "ranking": "forward"},
     {"mask": "none", "unpool": "switches", "conv_bias": "subtract", "k_fraction": 0.75},
@@ -379,6 +381,7 @@ def test_supports_are_the_kept_entries_of_every_relu_within_the_keep_fraction() 
         ({"ranking": "total"}, ValueError, "'backward', 'forward'"),
         ({"unpool": "max"}, ValueError, "'replicate_min', 'switches'"),
         ({"conv_bias": True}, ValueError, "'ignore', 'subtract'"),
+        ({"start": "indicator"}, ValueError, "'softmax_adjoint', 'one_hot'"),
         ({"tau": "10"}, TypeError, "number"),
     ],
 )

@@ -5,7 +5,8 @@ The signal starts at the logits ``z^(L)`` with the *softmax adjoint*
 
     ẑ_i = max(z^(L)) for the explained class i = c,   ẑ_i = min(z^(L)) for every other class,
 
-and walks down with one "adjoint" per layer:
+(``start="one_hot"``: the class indicator ŷ, which the paper's text names before defining the adjoint), and walks
+down with one "adjoint" per layer:
 
 * dense:    â^(l−1) = W^(l)ᵀ (ẑ^(l) − b^(l))
 * ReLU:     ẑ^(l) = ReLU(â^(l)), after the **forward-backward mask** that keeps an entry of â^(l) only where
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..backprop import DECONVNET, RuleSet, _conv_gradient, _pair, propagate
+from ..backprop import DECONVNET, RuleSet, _conv_gradient, _pair, one_hot, propagate
 from ..checks import check_images, preserved
 from ..registry import METHODS, Param, register
 from ..trace import Step, Trace, record
@@ -38,6 +39,7 @@ from .base import OUTPUT, REDUCTION, forward, input_space_output
 __all__ = [
     "MASKS",
     "softmax_adjoint",
+    "start_signal",
     "dense_adjoint",
     "conv_adjoint",
     "unpool_replicate_min",
@@ -233,13 +235,28 @@ CONV_BIAS = Param(
     "choice",
     ("ignore", "subtract"),
 )
-PARAMS = [MASK, TAU, KEEP_FRACTION, K_FRACTION, TOPK_SCOPE, RANKING, UNPOOL, CONV_BIAS]
+START = Param(
+    "start",
+    "softmax_adjoint",
+    "the walk starts at the 'softmax_adjoint' (max z at the class, min z elsewhere; the paper's §2) or at the "
+    "class indicator 'one_hot' (ŷ, which the paper's text names first)",
+    "choice",
+    ("softmax_adjoint", "one_hot"),
+)
+PARAMS = [START, MASK, TAU, KEEP_FRACTION, K_FRACTION, TOPK_SCOPE, RANKING, UNPOOL, CONV_BIAS]
 
 
-def _walk(model: nn.Module, images: Tensor, target: Any, record: dict[str, Tensor] | None, **params: Any) -> Tensor:
+def start_signal(logits: Tensor, targets: Tensor, start: str) -> Tensor:
+    """Where FBI's walk starts: :func:`softmax_adjoint`, or the one-hot class indicator ŷ."""
+    return softmax_adjoint(logits, targets) if start == "softmax_adjoint" else one_hot(logits, targets)
+
+
+def _walk(
+    model: nn.Module, images: Tensor, target: Any, record: dict[str, Tensor] | None, start: str, **params: Any
+) -> Tensor:
     trace, targets = forward(model, images, target)
     rules = fbi_rules(trace, record=record, **params)
-    return propagate(trace, softmax_adjoint(trace.logits, targets), rules)
+    return propagate(trace, start_signal(trace.logits, targets, start), rules)
 
 
 @register("fbi", params=[*PARAMS, REDUCTION, OUTPUT], paper="Balu et al. 2017", class_specific=True)
@@ -248,6 +265,7 @@ def fbi(
     images: Tensor,
     target: Any = None,
     *,
+    start: str = "softmax_adjoint",
     mask: str = "keep_fraction",
     tau: float = 10.0,
     keep_fraction: float = 0.03,
@@ -259,14 +277,15 @@ def fbi(
     reduction: str = "pos_l2",
     output: str = "heatmap",
 ) -> Tensor:
-    """Forward-Backward Interpretability (Balu et al. 2017, §2): the softmax adjoint walked down by dense adjoints
-    Wᵀ(ẑ − b), forward-backward-masked ReLUs, top-k feature maps, replicate-min unpooling and transposed
+    """Forward-Backward Interpretability (Balu et al. 2017, §2): the softmax adjoint (or ŷ) walked down by dense
+    adjoints Wᵀ(ẑ − b), forward-backward-masked ReLUs, top-k feature maps, replicate-min unpooling and transposed
     convolutions; the input-level adjoint on its surviving support."""
     raw = _walk(
         model,
         images,
         target,
         None,
+        start=start,
         mask=mask,
         tau=tau,
         keep_fraction=keep_fraction,
@@ -290,7 +309,7 @@ def supports(model: nn.Module, images: Tensor, target: Any = None, **params: Any
 
 def _rule_params(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` checked against FBI's specs, defaults filled in, without the output form (``reduction``,
-    ``output``): what :func:`fbi_rules` takes."""
+    ``output``): what :func:`fbi_rules` takes, and ``start``."""
     checked = METHODS["fbi"].check(params)
     return {k: v for k, v in checked.items() if k not in ("reduction", "output")}
 
@@ -330,7 +349,8 @@ def sparsity_sweep(
     if name == "?":
         raise ValueError(f"mask must be one of {', '.join(map(repr, MASKS))}, got {mask!r}")
     grid = [float(v) for v in values] if name else [math.nan]
-    reduction = METHODS["fbi"].check(params)["reduction"]
+    checked = METHODS["fbi"].check(params)
+    reduction, start_at = checked["reduction"], checked["start"]
     points = [
         [_rule_params({**params, "mask": mask, "k_fraction": k, **({name: v} if name else {})}) for k in k_fractions]
         for v in grid
@@ -342,11 +362,11 @@ def sparsity_sweep(
         with preserved(model):
             batch = check_images(model, images[i : i + batch_size].to(dev))
             trace = record(model, batch)
-            start = softmax_adjoint(trace.logits, trace.logits.argmax(1))
+            start = start_signal(trace.logits, trace.logits.argmax(1), start_at)
             truth = masks[i : i + batch_size].to(dev)
             for a, row in enumerate(points):
                 for b, p in enumerate(row):
-                    raw = propagate(trace, start, fbi_rules(trace, **p))
+                    raw = propagate(trace, start, fbi_rules(trace, **{k: v for k, v in p.items() if k != "start"}))
                     heat = input_space_output(raw, reduction, "heatmap")
                     iou[a, b] += float(per_image_iou(heat, truth).mean(1).sum())
                     support[a, b] += float((heat > 0).flatten(1).double().mean(1).sum())
