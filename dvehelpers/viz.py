@@ -464,7 +464,7 @@ def layer_supports(
     if missing or not names:
         valid = [n for n, v in supports.items() if v.ndim == 4]
         raise ValueError(f"no B×C×h×w support for layer(s) {missing or names}; valid: {', '.join(valid)}")
-    fig, axes = plt.subplots(1, len(names), figsize=(size * len(names) + 0.4, size + 0.8), layout="constrained")
+    fig, axes = plt.subplots(1, len(names), figsize=(size * len(names) + 0.4, size + 1.4), layout="constrained")
     for ax, name in zip(np.atleast_1d(axes), names, strict=True):
         kept = supports[name][i]
         where = kept.any(0)
