@@ -20,6 +20,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -453,12 +454,18 @@ def ablation_bars(results: Mapping[str, Mapping[str, Any]]) -> Figure:
 
 
 def layer_supports(
-    supports: Mapping[str, Tensor], i: int = 0, layers: Sequence[str] | None = None, size: float = 1.7
+    supports: Mapping[str, Tensor],
+    i: int = 0,
+    layers: Sequence[str] | None = None,
+    image: Tensor | None = None,
+    mask: Tensor | None = None,
+    size: float = 1.7,
 ) -> Figure:
     """A backward walk's per-layer supports (:func:`dvehelpers.methods.fbi.supports`) as the signal descends:
     for image ``i``, one panel per layer of feature maps (``layers``; default every such layer, in the order
-    given: top first), each at its own resolution, white where at least one of the layer's maps kept an entry;
-    titled by the share of positions covered and the share of the layer's entries kept."""
+    given: top first), each at its own resolution: white where at least one of the layer's maps kept an entry,
+    black elsewhere — or, with ``image`` (3×H×W), the image where the layer keeps something and darkened where it
+    keeps nothing, with ``mask`` (H×W) outlined. Titled by the shares of positions covered and of entries kept."""
     names = list(layers) if layers is not None else [n for n, v in supports.items() if v.ndim == 4]
     missing = [n for n in names if n not in supports or supports[n].ndim != 4]
     if missing or not names:
@@ -468,15 +475,31 @@ def layer_supports(
     for ax, name in zip(np.atleast_1d(axes), names, strict=True):
         kept = supports[name][i]
         where = kept.any(0)
-        ax.imshow(where.cpu().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        _bare(ax)
         h, w = kept.shape[1:]
+        if image is None:
+            ax.imshow(where.cpu().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.imshow(to_rgb(image))
+            size_hw = image.shape[-2:]
+            dropped = F.interpolate(where[None, None].float(), size=size_hw, mode="nearest")[0, 0] == 0
+            ax.imshow(
+                np.ma.masked_where(~dropped.cpu().numpy(), dropped.cpu().numpy()),
+                cmap="gray_r",
+                vmin=0,
+                vmax=1,
+                alpha=0.75,
+            )
+        if mask is not None:
+            mask_outline(ax, mask)
+        ax.set_xticks([])
+        ax.set_yticks([])  # keep the frame: a white panel edge must stay visible
         ax.set_title(
             f"{name} ({h}×{w})\n{float(where.double().mean()) * 100:.0f} % of positions\n"
             f"{float(kept.double().mean()) * 100:.1f} % of entries",
             fontsize=7,
         )
-    fig.supxlabel("white: at least one feature map keeps an entry at this position", fontsize=7)
+    kept_word = "the image shows through" if image is not None else "white"
+    fig.supxlabel(f"{kept_word}: at least one feature map keeps an entry at this position", fontsize=7)
     return fig
 
 

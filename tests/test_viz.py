@@ -483,3 +483,13 @@ def test_layer_supports_draws_where_any_map_kept_an_entry() -> None:
     with pytest.raises(ValueError, match="valid: relu2, relu1"):
         dh.viz.layer_supports(sup, layers=["fc"])
     plt.close(fig)
+    image, mask = torch.full((3, 6, 10), 0.5), torch.zeros(6, 10)
+    mask[2:4, 3:7] = 1
+    fig = dh.viz.layer_supports(sup, i=1, layers=["relu2"], image=image, mask=mask)
+    (ax,) = [ax for ax in fig.axes if ax.get_images()]
+    shade = ax.get_images()[1].get_array()  # the darkening: nearest-upsampled to the image, masked where kept
+    assert shade.shape == (6, 10) and shade.mask[0:2, 0:2].all() and shade.mask[4:6, 8:10].all()
+    assert int((~shade.mask).sum()) == 60 - 8
+    assert ax.collections  # the mask outline
+    assert "shows through" in fig.get_supxlabel()
+    plt.close(fig)
