@@ -10,7 +10,22 @@ import os
 
 import torch
 
-from . import backprop, data, evaluate, experiments, geometry, images, maps, methods, models, trace, train, viz, widgets
+from . import (
+    backprop,
+    data,
+    evaluate,
+    experiments,
+    geometry,
+    images,
+    maps,
+    methods,
+    metrics,
+    models,
+    trace,
+    train,
+    viz,
+    widgets,
+)
 from .registry import METHODS, Method, Param, explain, register
 
 __version__ = "0.1.0"
@@ -29,6 +44,7 @@ __all__ = [
     "methods",
     "data",
     "evaluate",
+    "metrics",
     "experiments",
     "images",
     "train",

@@ -1,0 +1,138 @@
+"""Metrics beyond the an8Flower IoU: the pointing game (localisation) and deletion / insertion (faithfulness).
+
+**Pointing game** (Zhang et al., ECCV 2016): a map *hits* when its maximum lies on the object. Two conventions are
+in use, and they are named here because they give different numbers:
+
+* ``"quantus"`` — no tolerance: a hit when any pixel where the map reaches its maximum lies inside the mask
+  (Quantus's ``PointingGame``, which also counts ties this way: a constant map hits whenever the mask is not empty);
+* ``"torchray"`` — a 15-pixel tolerance: a hit when such a pixel lies within 15 px (Euclidean) of the mask
+  (TorchRay's benchmark).
+
+**Deletion / insertion** (Petsiuk, Das & Saenko, BMVC 2018, "RISE"): pixels are removed from the image (replaced
+by a baseline) in decreasing order of the map, ``steps`` equal chunks at a time, and the explained class's softmax
+probability is tracked; a faithful map makes it fall fast (low deletion AUC). Insertion starts from the baseline
+and puts the pixels back in the same order (high insertion AUC is good). The AUC is the trapezoid area under the
+probability curve over the fraction of pixels, in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["POINTING", "pointing_game", "dilate", "BASELINES", "Curves", "deletion_insertion", "auc"]
+
+#: Pointing-game conventions: name -> tolerance in pixels.
+POINTING: Mapping[str, float] = {"quantus": 0.0, "torchray": 15.0}
+
+
+def _check_pair(heatmaps: Tensor, masks: Tensor) -> None:
+    if heatmaps.ndim != 3 or masks.shape != heatmaps.shape:
+        raise ValueError(
+            f"need B×H×W heatmaps and masks of the same shape; got {tuple(heatmaps.shape)} and {tuple(masks.shape)}"
+        )
+    if not masks.flatten(1).any(1).all():
+        raise ValueError("a ground-truth mask is empty: there is no object to point at")
+
+
+def dilate(masks: Tensor, radius: float) -> Tensor:
+    """B×H×W boolean masks grown by every pixel within ``radius`` px (Euclidean) of them."""
+    r = math.floor(radius)
+    if r < 1:
+        return masks.bool()
+    offsets = torch.arange(-r, r + 1, device=masks.device, dtype=torch.float64)
+    disc = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).to(torch.float32)
+    grown = F.conv2d(masks[:, None].float(), disc[None, None], padding=r)
+    return grown[:, 0] > 0
+
+
+def pointing_game(heatmaps: Tensor, masks: Tensor, convention: str = "quantus") -> Tensor:
+    """Per image, whether the map's maximum lies on the mask (B booleans), under ``convention`` (see
+    :data:`POINTING`): ``"quantus"`` (no tolerance) or ``"torchray"`` (within 15 px)."""
+    if convention not in POINTING:
+        raise ValueError(f"convention must be one of {', '.join(map(repr, POINTING))}, got {convention!r}")
+    _check_pair(heatmaps, masks)
+    flat = heatmaps.flatten(1)
+    at_max = (flat == flat.amax(1, keepdim=True)).view_as(heatmaps)
+    return (at_max & dilate(masks, POINTING[convention])).flatten(1).any(1)
+
+
+#: What removed (deletion) or not-yet-inserted (insertion) pixels become.
+BASELINES = {"zeros": "zero (black)", "blur": "a Gaussian blur of the image, σ = 5 px (RISE's insertion start)"}
+
+
+@dataclass
+class Curves:
+    """``probability[i, s]``: image i's explained-class probability after step s of ``steps`` (s = 0: nothing
+    deleted / inserted yet); ``auc``: the area under each curve."""
+
+    mode: str
+    probability: Tensor
+    auc: Tensor
+
+
+def auc(curves: Tensor) -> Tensor:
+    """Trapezoid area under each row of ``curves`` (B×(S+1)), sampled at 0, 1/S, …, 1."""
+    s = curves.shape[1] - 1
+    if s < 1:
+        raise ValueError("a curve needs at least two points")
+    return (curves.sum(1) - (curves[:, 0] + curves[:, -1]) / 2) / s
+
+
+def _baseline(images: Tensor, baseline: str) -> Tensor:
+    if baseline == "zeros":
+        return torch.zeros_like(images)
+    if baseline == "blur":
+        from .experiments import gaussian_blur
+
+        return gaussian_blur(images, 5.0)
+    raise ValueError(f"baseline must be one of {', '.join(map(repr, BASELINES))}, got {baseline!r}")
+
+
+def deletion_insertion(
+    model: nn.Module,
+    images: Tensor,
+    heatmaps: Tensor,
+    target: Any = None,
+    mode: str = "deletion",
+    steps: int = 16,
+    baseline: str | None = None,
+    batch_size: int = 128,
+) -> Curves:
+    """RISE's deletion or insertion curves for every image at once: the (steps + 1) perturbed images of all images
+    are classified in chunks of ``batch_size``. Pixels are taken in decreasing order of the map (ties: by pixel
+    index); step s has the first ``round(s/steps · H·W)`` of them deleted / inserted. ``baseline``: None = RISE's
+    choice (``"zeros"`` for deletion, ``"blur"`` for insertion). ``target``: None = each image's top-1 class."""
+    from .checks import check_images, preserved, resolve_targets
+
+    if mode not in ("deletion", "insertion"):
+        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    images = check_images(model, images)
+    b, _, h, w = images.shape
+    if heatmaps.shape != (b, h, w):
+        raise ValueError(f"heatmaps must be B×H×W = {(b, h, w)}, got {tuple(heatmaps.shape)}")
+    base = _baseline(images, baseline or ("zeros" if mode == "deletion" else "blur"))
+    order = heatmaps.flatten(1).to(images.device).argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=order.device).expand(b, -1))
+    counts = torch.tensor([round(s / steps * h * w) for s in range(steps + 1)], device=images.device)
+    probs = []
+    with preserved(model), torch.no_grad():
+        model.eval()
+        targets = resolve_targets(target, model(images))
+        for s0 in range(0, steps + 1, max(1, batch_size // b)):
+            chunk = counts[s0 : s0 + max(1, batch_size // b)]
+            taken = (rank[None] < chunk[:, None, None]).view(len(chunk), b, 1, h, w)  # S'×B×1×H×W
+            first, then = (base, images) if mode == "deletion" else (images, base)
+            x = torch.where(taken, first, then).flatten(0, 1)
+            p = model(x).softmax(1).view(len(chunk), b, -1)
+            probs.append(p.gather(2, targets.view(1, b, 1).expand(len(chunk), b, 1))[..., 0].T)
+    probability = torch.cat(probs, 1)
+    return Curves(mode, probability, auc(probability))
