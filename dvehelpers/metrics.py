@@ -26,19 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .evaluate import _check
+
 __all__ = ["POINTING", "pointing_game", "dilate", "BASELINES", "Curves", "deletion_insertion", "auc"]
 
 #: Pointing-game conventions: name -> tolerance in pixels.
 POINTING: Mapping[str, float] = {"quantus": 0.0, "torchray": 15.0}
-
-
-def _check_pair(heatmaps: Tensor, masks: Tensor) -> None:
-    if heatmaps.ndim != 3 or masks.shape != heatmaps.shape:
-        raise ValueError(
-            f"need B×H×W heatmaps and masks of the same shape; got {tuple(heatmaps.shape)} and {tuple(masks.shape)}"
-        )
-    if not masks.flatten(1).any(1).all():
-        raise ValueError("a ground-truth mask is empty: there is no object to point at")
 
 
 def dilate(masks: Tensor, radius: float) -> Tensor:
@@ -57,7 +50,7 @@ def pointing_game(heatmaps: Tensor, masks: Tensor, convention: str = "quantus") 
     :data:`POINTING`): ``"quantus"`` (no tolerance) or ``"torchray"`` (within 15 px)."""
     if convention not in POINTING:
         raise ValueError(f"convention must be one of {', '.join(map(repr, POINTING))}, got {convention!r}")
-    _check_pair(heatmaps, masks)
+    _check(heatmaps, masks)
     flat = heatmaps.flatten(1)
     at_max = (flat == flat.amax(1, keepdim=True)).view_as(heatmaps)
     return (at_max & dilate(masks, POINTING[convention])).flatten(1).any(1)
@@ -127,8 +120,9 @@ def deletion_insertion(
     with preserved(model), torch.no_grad():
         model.eval()
         targets = resolve_targets(target, model(images))
-        for s0 in range(0, steps + 1, max(1, batch_size // b)):
-            chunk = counts[s0 : s0 + max(1, batch_size // b)]
+        per_chunk = max(1, batch_size // b)  # steps classified together: per_chunk · B images
+        for s0 in range(0, steps + 1, per_chunk):
+            chunk = counts[s0 : s0 + per_chunk]
             taken = (rank[None] < chunk[:, None, None]).view(len(chunk), b, 1, h, w)  # S'×B×1×H×W
             first, then = (base, images) if mode == "deletion" else (images, base)
             x = torch.where(taken, first, then).flatten(0, 1)

@@ -70,9 +70,9 @@ def test_pointing_game_errors() -> None:
     heat, masks = planted()
     with pytest.raises(ValueError, match="'quantus', 'torchray'"):
         metrics.pointing_game(heat, masks, "tolerant")
-    with pytest.raises(ValueError, match="mask is empty"):
+    with pytest.raises(ValueError, match="is empty"):
         metrics.pointing_game(heat, torch.zeros_like(masks))
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match="one shape"):
         metrics.pointing_game(heat[:, :5], masks)
 
 

@@ -356,7 +356,7 @@ def sparsity_sweep(
         for v in grid
     ]
     dev = next(model.parameters()).device
-    iou = torch.zeros(len(grid), len(k_fractions), dtype=torch.float64)
+    iou = torch.zeros(len(grid), len(k_fractions), dtype=torch.float64, device=dev)  # summed on the device
     support = torch.zeros_like(iou)
     for i in tqdm(range(0, len(images), batch_size), desc="FBI sweep", unit="batch", disable=not progress):
         with preserved(model):
@@ -368,7 +368,7 @@ def sparsity_sweep(
                 for b, p in enumerate(row):
                     raw = propagate(trace, start, fbi_rules(trace, **{k: v for k, v in p.items() if k != "start"}))
                     heat = input_space_output(raw, reduction, "heatmap")
-                    iou[a, b] += float(per_image_iou(heat, truth).mean(1).sum())
-                    support[a, b] += float((heat > 0).flatten(1).double().mean(1).sum())
+                    iou[a, b] += per_image_iou(heat, truth).mean(1).sum()
+                    support[a, b] += (heat > 0).flatten(1).double().mean(1).sum()
     n = len(images)
-    return SparsitySweep(mask, grid, [float(k) for k in k_fractions], iou / n * 100, support / n)
+    return SparsitySweep(mask, grid, [float(k) for k in k_fractions], (iou / n * 100).cpu(), (support / n).cpu())
