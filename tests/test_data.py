@@ -165,6 +165,30 @@ def test_corrupted_file_is_detected_and_rendered_again(tmp_path: Path, monkeypat
     assert torch.equal(again.images, ds.images) and torch.equal(again.masks, ds.masks)
 
 
+@pytest.mark.parametrize("variant", ["single-6c", "double-12c"])
+def test_an_image_depends_only_on_its_scene_not_on_its_batch(variant: str) -> None:
+    # 192 scenes: before the fix, the anti-aliasing pass of a chunk re-rendered padding pixels of the scenes with
+    # fewer edges than the chunk's most and kept them, so about one image in six changed with its batch-mates
+    sc, k = sample_scenes(192, 7), dh.data.VARIANTS[variant]
+    labels = torch.arange(192) % k
+    together = render_scenes(sc, labels, variant, 64, chunk=192)
+    shuffled = torch.randperm(192, generator=torch.Generator().manual_seed(0))
+    apart = render_scenes(sc.index(shuffled), labels[shuffled], variant, 64, chunk=5)
+    for a, b in zip(together, apart, strict=True):
+        assert torch.equal(a[shuffled], b)  # bit for bit, in any order and any chunking
+
+
+def test_repairing_one_image_gives_the_clean_render_byte_for_byte(tmp_path: Path) -> None:
+    clean = dh.data.An8Flower("double-12c", "val", size=48, cache=tmp_path / "a", per_class=8, progress=False)
+    damaged = dh.data.An8Flower("double-12c", "val", size=48, cache=tmp_path / "b", per_class=8, progress=False)
+    for i in (3, 40, 95):  # one image in each of the two cache chunks, repaired alone or in a pair
+        (damaged.dir / damaged.info[i]["image"]).write_bytes(b"not a png")
+    repaired = dh.data.An8Flower("double-12c", "val", size=48, cache=tmp_path / "b", per_class=8, progress=False)
+    for item in clean.info:
+        assert (clean.dir / item["image"]).read_bytes() == (repaired.dir / item["image"]).read_bytes()
+        assert (clean.dir / item["mask"]).read_bytes() == (repaired.dir / item["mask"]).read_bytes()
+
+
 # ---------------------------------------------------------------- the official layout
 
 

@@ -359,8 +359,10 @@ def _render_chunk(
     edge = (F.max_pool2d(grid, 3, 1, 1) != -F.max_pool2d(-grid, 3, 1, 1)).flatten(1)
     n_edge = int(edge.sum(1).max())
     if ss > 1 and n_edge:
-        # edge pixels first in every row; the padding re-renders a few non-edge pixels, harmlessly
+        # edge pixels first in every row; the padding (rows with fewer edges than the chunk's most) is rendered
+        # but not kept, so a pixel's value never depends on which other scenes share its chunk
         idx = edge.float().argsort(dim=1, descending=True, stable=True)[:, :n_edge]
+        real = edge.gather(1, idx)[..., None]
         offsets = ((torch.arange(ss) + 0.5) / ss - 0.5) * 2 / size
         ou, ov = (o.reshape(-1) for o in torch.meshgrid(offsets, -offsets, indexing="xy"))
         su = (u.gather(1, idx)[..., None] + ou).flatten(1)
@@ -369,6 +371,8 @@ def _render_chunk(
         bg2 = bg.gather(1, idx[..., None].expand(-1, -1, 3)).repeat_interleave(ss * ss, 1)
         c2 = torch.where(h2[..., None], c2, bg2).view(n, n_edge, ss * ss, 3).mean(2)
         v2 = F.one_hot(p2, len(PARTS)).float().view(n, n_edge, ss * ss, -1).mean(2)
+        c2 = torch.where(real, c2, image.gather(1, idx[..., None].expand(-1, -1, 3)))
+        v2 = torch.where(real, v2, votes.gather(1, idx[..., None].expand(-1, -1, len(PARTS))))
         image = image.scatter(1, idx[..., None].expand(-1, -1, 3), c2)
         votes = votes.scatter(1, idx[..., None].expand(-1, -1, len(PARTS)), v2)
     coverage = (votes * coloured[:, None]).sum(-1).view(n, size, size)
