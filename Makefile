@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
+# FULL=1 executes the notebooks at full size (about an hour on a 2-core CPU) instead of DVE_QUICK sizes.
 run: $(STAMP)
-	$(BIN)/python -m dvehelpers run
+	$(BIN)/python -m dvehelpers run $(if $(FULL),--full,)
 
 # The browser test (tests/test_browser.py) runs when Chromium and Playwright are installed; the first line says.
 test: $(STAMP)

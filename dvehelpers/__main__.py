@@ -1,4 +1,4 @@
-"""Command line: ``python -m dvehelpers methods | run | render | train | interpret | bench``."""
+"""Command line: ``python -m dvehelpers methods | run | evaluate | render | train | interpret | bench``."""
 
 from __future__ import annotations
 
@@ -25,7 +25,31 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .run import run_all
 
-    return run_all(Path(args.notebooks), Path(args.out))
+    return run_all(Path(args.notebooks), Path(args.out), full=args.full)
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """``--methods a,b --methods c`` -> ``[a, b, c]`` (None when not given)."""
+    return [n.strip() for v in values for n in v.split(",") if n.strip()] if values else None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .protocol import ARCHS, Sizes, run
+
+    ev = run(
+        methods=_names(args.methods),
+        variants=_names(args.variants) or ("single-6c", "double-12c"),
+        archs=_names(args.archs) or ARCHS,
+        device=args.device,
+        root=args.root,
+        sizes=Sizes.default(args.quick or None),
+        cache=False if args.no_cache else (args.cache or (Path(args.out) / "cache" if args.out else True)),
+    )
+    paths = ev.write(args.out)
+    print(ev.summary())
+    print(f"\n{len(ev.computed)} of {len(ev.entries)} entries computed, the rest read from the cache")
+    print(f"results -> {paths[0].parent}/ ({', '.join(p.name for p in paths[:3])} and {len(paths) - 3} figures)")
+    return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -69,10 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dvehelpers", description="Deep Visual Explanation helpers")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("methods", help="list the registered methods and their parameters").set_defaults(fn=cmd_methods)
-    run = sub.add_parser("run", help="execute every notebook into build/ and write the method gallery")
+    run = sub.add_parser(
+        "run", help="the evaluation (results/), every notebook executed into build/, the galleries, the table"
+    )
+    run.add_argument("--full", action="store_true", help="execute the notebooks at full size (default: DVE_QUICK)")
     run.add_argument("--notebooks", default=str(ROOT / "notebooks"))
     run.add_argument("--out", default=str(ROOT / "build"))
     run.set_defaults(fn=cmd_run)
+    ev = sub.add_parser("evaluate", help="the an8Flower evaluation of every method; table and figures to results/")
+    ev.add_argument("--quick", action="store_true", help="the small sizes (also under DVE_QUICK=1)")
+    ev.add_argument("--methods", action="append", help="comma-separated methods or job labels (default: all)")
+    ev.add_argument("--variants", action="append", help="comma-separated: single-6c, double-12c (default: both)")
+    ev.add_argument("--archs", action="append", help="comma-separated: vgg, alexnet (default: both)")
+    ev.add_argument("--root", default=None, help="the official an8Flower set's folder (default: an8Flower-synth)")
+    ev.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
+    ev.add_argument("--out", default=None, help="output folder (default $DVE_RESULTS or results/)")
+    ev.add_argument("--cache", default=None, help="cache folder (default <out>/cache)")
+    ev.add_argument("--no-cache", action="store_true", help="recompute everything, store nothing")
+    ev.set_defaults(fn=cmd_evaluate)
     render = sub.add_parser("render", help="render the an8Flower-synth splits into the cache")
     render.add_argument("--variant", action="append", choices=["single-6c", "double-12c"])
     render.add_argument("--size", type=int, default=112)

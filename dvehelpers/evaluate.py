@@ -21,6 +21,7 @@ from torch import Tensor
 from .maps import normalize
 
 __all__ = [
+    "run",
     "THRESHOLDS",
     "REFERENCES",
     "iou_curve",
@@ -336,6 +337,14 @@ def evaluate(
         out[label] = torch.cat(curves)
     bar.close()
     return out
+
+
+def run(*args: Any, **kwargs: Any) -> Any:
+    """The whole an8Flower evaluation — every method × variant × model, with reference rows, pointing game,
+    deletion / insertion and the sanity checks, cached: :func:`dvehelpers.protocol.run` (same arguments)."""
+    from .protocol import run as run_protocol
+
+    return run_protocol(*args, **kwargs)
 
 
 def summary(results: dict[str, Tensor]) -> dict[str, float]:

@@ -98,50 +98,98 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def gallery(out: Path, size: int = 224) -> Path:
-    """Every registered method on the scikit-image photos with VGG-16 (ImageNet weights when present)."""
+def gallery(out: Path, size: int = 224) -> list[Path]:
+    """The method gallery: every registered method on each shipped an8Flower model (three test images of
+    different classes, mask outlined), and on ImageNet VGG-16 (scikit-image photos) when its weights are present.
+    Without them, VGG-16 with random weights is drawn only as a figure labelled as a sanity check."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from . import METHODS, device, images, models, viz
+    from .data import VARIANTS, An8Flower, one_per_class
+    from .train import model_name
 
-    try:
-        model, note = models.load("vgg16"), "VGG-16, ImageNet weights"
-    except FileNotFoundError as err:
-        print(f"note: {str(err).splitlines()[0]}\n      the gallery uses random weights instead.")
-        model, note = models.build("vgg16", 1000), "VGG-16 with RANDOM weights (no ImageNet weights found)"
-    dev = device()
-    model = model.to(dev)
+    dev, paths = device(), []
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(fig: Any, name: str) -> None:
+        paths.append(out / name)
+        fig.savefig(paths[-1], dpi=80, bbox_inches="tight")
+        plt.close(fig)
+
+    for variant in VARIANTS:
+        data = An8Flower(variant, "test", progress=False)
+        x, labels, masks = data.tensors()
+        first = one_per_class(labels)
+        pick = first[[0, len(first) // 2, len(first) - 1]]
+        for arch in ("vgg", "alexnet"):
+            model = models.load(model_name(arch, variant)).to(dev)
+            fig = viz.compare_methods(
+                model,
+                x[pick].to(dev),
+                sorted(METHODS),
+                masks=masks[pick],
+                labels=labels[pick],
+                class_names=data.classes,
+            )
+            fig.suptitle(f"{model_name(arch, variant)} (shipped, trained here); top-1 class explained", fontsize=10)
+            save(fig, f"gallery_{model_name(arch, variant)}.png")
     shown = images.photos(size=size).to(dev)
     # vebi explains with an interpretation fitted on a labelled training set, which ImageNet photos lack here
     names = [n for n in sorted(METHODS) if not any(p.kind == "object" for p in METHODS[n].params)]
-    skipped = sorted(set(METHODS) - set(names))
-    if skipped:
-        print(f"note: the gallery leaves out {', '.join(skipped)} (needs a fitted interpretation; see notebook 03)")
-    fig = viz.compare_methods(model, images.imagenet_normalize(shown), names, display=shown)
-    fig.suptitle(f"{note}; top-1 class explained", y=1.0, fontsize=10)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "gallery.png"
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    if models.has_weights("vgg16"):
+        model = models.load("vgg16").to(dev)
+        fig = viz.compare_methods(model, images.imagenet_normalize(shown), names, display=shown)
+        fig.suptitle(
+            "VGG-16, ImageNet weights; top-1 class explained (vebi needs a fitted interpretation)", fontsize=10
+        )
+        save(fig, "gallery_imagenet_vgg16.png")
+    else:
+        print(f"note: {models.how_to_get(['vgg16']).splitlines()[0]}\n      no ImageNet gallery without them.")
+        model = models.build("vgg16", 1000).to(dev)
+        fig = viz.compare_methods(model, images.imagenet_normalize(shown), names, display=shown)
+        fig.suptitle(
+            "SANITY CHECK, NOT A RESULT: VGG-16 with RANDOM weights (no ImageNet weights found). A method whose maps "
+            "here look like its maps on a trained model explains the image, not the model.",
+            fontsize=10,
+            color="darkred",
+        )
+        save(fig, "sanity_random_vgg16.png")
+    return paths
 
 
-def run_all(notebooks: Path, out: Path) -> int:
-    """Execute every ``notebooks/[0-9][0-9]_*.ipynb`` in order into ``out``, then draw the method gallery."""
-    paths = sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
+def run_all(notebooks: Path, out: Path, full: bool = False) -> int:
+    """The main job: the an8Flower evaluation (table and figures to ``results/``), every
+    ``notebooks/[0-9][0-9]_*.ipynb`` executed in order into ``out`` (at ``DVE_QUICK`` sizes unless ``full``: the
+    committed notebooks already hold a full run), the method galleries, and the evaluation's summary table."""
+    from .protocol import run
+
     start = time.monotonic()
-    for k, path in enumerate(paths, start=1):
-        print(f"[{k}/{len(paths)}] executing {path.name}", flush=True)
-        execute_notebook(path, out)
+    print("[1/3] the an8Flower evaluation (cached in results/cache; a re-run is incremental)", flush=True)
+    ev = run()
+    written = ev.write()
+    paths = sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
+    quick = os.environ.get("DVE_QUICK")
+    if not full:
+        os.environ["DVE_QUICK"] = "1"  # the kernels inherit it
+    try:
+        for k, path in enumerate(paths, start=1):
+            print(f"[2/3] notebook {k}/{len(paths)}: {path.name}{'' if full else ' (DVE_QUICK sizes)'}", flush=True)
+            execute_notebook(path, out)
+    finally:
+        if quick is None:
+            os.environ.pop("DVE_QUICK", None)
+        else:
+            os.environ["DVE_QUICK"] = quick
     if not paths:
         print(f"no notebooks in {notebooks} yet")
+    print("[3/3] drawing the method galleries …", flush=True)
     size = 64 if os.environ.get("DVE_QUICK") == "1" else 224
-    print("drawing the method gallery …", flush=True)
-    print(f"method gallery -> {gallery(out, size)}")
-    print(
-        f"done in {_duration(time.monotonic() - start)}; results are in {out}/ (executed notebooks, HTML, gallery.png)"
-    )
+    figures = gallery(out, size)
+    print(f"galleries -> {', '.join(p.name for p in figures)} in {out}/")
+    print(f"\n{ev.summary()}\n")
+    print(f"evaluation -> {written[0].parent}/ (evaluation.md, evaluation.csv, per_class.csv, figures)")
+    print(f"done in {_duration(time.monotonic() - start)}; executed notebooks and HTML in {out}/")
     return 0

@@ -54,6 +54,11 @@ __all__ = [
     "mu_path",
     "ablation_bars",
     "layer_supports",
+    "ranking",
+    "randomisation_curves",
+    "class_sensitivity",
+    "faithfulness_curves",
+    "evaluation_figures",
     "Table",
     "table",
 ]
@@ -627,6 +632,173 @@ def blur_curves(results: Mapping[str, Any], size: tuple[float, float] = (4.2, 3.
     np.atleast_1d(axes)[0].set_ylabel("×100")
     np.atleast_1d(axes)[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
+
+
+_MODEL_STYLE = {"vgg": ("o", "tab:blue"), "alexnet": ("s", "tab:orange")}
+
+
+def ranking(
+    rows: Sequence[Mapping[str, Any]], key: str = "mean_iou", size: tuple[float, float] = (4.6, 0.28)
+) -> Figure:
+    """The evaluation table as a figure: one panel per variant, one row per method (best on top by the mean over
+    panels and models), a marker per model at ``key`` with its bootstrap 95 % interval (``ci_low``–``ci_high``)
+    when ``key`` is the mean IoU. Reference rows (``"reference: …"``) are grey, below a line."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    by = {(r["method"], r["variant"], r["model"]): r for r in rows}
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    mean = {m: np.nanmean([by[k][key] for k in by if k[0] == m]) for m in names}
+    refs = [m for m in names if m.startswith("reference: ")]
+    order = refs + sorted((m for m in names if m not in refs), key=lambda m: mean[m])  # bottom to top
+    fig, axes = plt.subplots(
+        1,
+        len(variants),
+        figsize=(size[0] * len(variants) + 2.4, size[1] * len(order) + 1.2),
+        layout="constrained",
+        sharey=True,
+        squeeze=False,
+    )
+    for ax, variant in zip(axes[0], variants, strict=True):
+        for j, model in enumerate(models):
+            marker, colour = _MODEL_STYLE.get(model, ("D", f"C{j + 2}"))
+            for y, m in enumerate(order):
+                r = by.get((m, variant, model))
+                if r is None:
+                    continue
+                c = "0.45" if m in refs else colour
+                off = (j - (len(models) - 1) / 2) * 0.22
+                if key == "mean_iou":
+                    ax.plot([r["ci_low"], r["ci_high"]], [y + off] * 2, color=c, lw=1.2)
+                ax.plot(r[key], y + off, marker, color=c, ms=4.5, label=model if y == len(order) - 1 else None)
+        ax.axhline(len(refs) - 0.5, color="0.6", lw=0.8)
+        ax.set_title(variant, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel("mean IoU ×100 (bar: bootstrap 95 % CI)" if key == "mean_iou" else key, fontsize=8)
+    axes[0, 0].set_yticks(range(len(order)), order, fontsize=7)
+    axes[0, -1].legend(fontsize=7, loc="lower right", title="model", title_fontsize=7)
+    return fig
+
+
+def randomisation_curves(
+    cascades: Mapping[str, Tensor], layers: Sequence[str], ax: Axes | None = None, survives: float | None = None
+) -> Axes:
+    """Cascading randomisation (:func:`dvehelpers.sanity.cascade`): the median rank correlation of each method's
+    maps with its trained-model maps (y) as learned layers are randomised from the top (x, cumulative). A
+    dotted line marks the stage where the whole classifier (the ``fc`` layers) is random, a dashed line at
+    ``survives`` the flag threshold; methods at or above it there are drawn thick."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+    x = np.arange(len(layers) + 1)
+    markers = "osD^vP*Xh<>"
+    colours = plt.get_cmap("tab20").colors
+    for k, (name, med) in enumerate(cascades.items()):
+        y = np.concatenate([[1.0], med.detach().double().cpu().numpy()])
+        thick = survives is not None and y[sum(n.startswith("fc") for n in layers) or len(layers)] >= survives
+        colour = colours[(2 * k) % 20 + (k // 10) % 2]
+        ax.plot(x, y, marker=markers[k % len(markers)], ms=3.5, lw=2.2 if thick else 1.0, label=name, color=colour)
+    if survives is not None:
+        ax.axhline(survives, color="k", ls="--", lw=0.8)
+    fc = sum(n.startswith("fc") for n in layers)
+    if 0 < fc < len(layers):
+        ax.axvline(fc, color="0.5", ls=":", lw=1.0)
+        ax.text(fc + 0.1, 0.03, "classifier random →", fontsize=7, color="0.35", transform=ax.get_xaxis_transform())
+    ax.set_xticks(x, ["trained", *(f"+{n}" for n in layers)], rotation=60, fontsize=7)
+    ax.set_ylabel("median Spearman r with the trained map", fontsize=8)
+    ax.set_xlabel("layers randomised, cumulatively from the top", fontsize=8)
+    ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return ax
+
+
+def class_sensitivity(rows: Sequence[Mapping[str, Any]], blind: float | None = None) -> Figure:
+    """The median correlation between a method's map for the predicted class and its maps for the other classes
+    (``class_r`` of the evaluation rows), one marker per variant and model; 1 = the map ignores the class. A
+    dashed line at ``blind`` marks the class-blind flag; methods without the number (class-agnostic) are left out."""
+    rows = [r for r in rows if not np.isnan(r["class_r"])]
+    names = sorted(
+        dict.fromkeys(r["method"] for r in rows),
+        key=lambda m: np.mean([r["class_r"] for r in rows if r["method"] == m]),
+    )
+    fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(names) + 1.3), layout="constrained")
+    keys = list(dict.fromkeys((r["model"], r["variant"]) for r in rows))
+    for j, (model, variant) in enumerate(keys):
+        pts = [(r["class_r"], names.index(r["method"])) for r in rows if (r["model"], r["variant"]) == (model, variant)]
+        marker, colour = _MODEL_STYLE.get(model, ("D", f"C{j + 2}"))
+        filled = variant == keys[0][1]
+        ax.scatter(
+            [p[0] for p in pts],
+            [p[1] + (j - (len(keys) - 1) / 2) * 0.15 for p in pts],
+            marker=marker,
+            s=22,
+            facecolors=colour if filled else "none",
+            edgecolors=colour,
+            label=f"{model} {variant}",
+        )
+    if blind is not None:
+        ax.axvline(blind, color="k", ls="--", lw=0.8)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel(
+        "median r(map for the predicted class, map for another class)  —  1: the class does not matter", fontsize=8
+    )
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def faithfulness_curves(curves: Mapping[str, Mapping[str, Tensor]], size: tuple[float, float] = (4.8, 3.8)) -> Figure:
+    """Deletion and insertion (:func:`dvehelpers.metrics.deletion_insertion`): ``curves[method][mode]`` is a
+    B×(S+1) tensor of the explained class's probability; one panel per mode, the mean over images against the
+    fraction of pixels deleted / inserted, the AUC in the legend. Deletion: lower is better; insertion: higher."""
+    from .metrics import auc
+
+    modes = list(dict.fromkeys(m for c in curves.values() for m in c))
+    fig, axes = plt.subplots(1, len(modes), figsize=(size[0] * len(modes), size[1]), layout="constrained")
+    for ax, mode in zip(np.atleast_1d(axes), modes, strict=True):
+        for k, (name, c) in enumerate(curves.items()):
+            p = c[mode].double()
+            grey = name.startswith("reference: ")
+            ax.plot(
+                np.linspace(0, 1, p.shape[1]),
+                p.mean(0).cpu().numpy(),
+                ls="--" if grey else "-",
+                color=f"{0.25 + 0.15 * (k % 4):.2f}" if grey else f"C{k % 10}",
+                lw=1.3,
+                label=f"{name} ({float(auc(p).mean()):.3f})",
+            )
+        better = "lower" if mode == "deletion" else "higher"
+        ax.set_title(f"{mode} (AUC: {better} is better)", fontsize=9)
+        ax.set_xlabel(
+            f"fraction of pixels {'deleted' if mode == 'deletion' else 'inserted'}, most salient first", fontsize=8
+        )
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(
+            fontsize=6, loc="upper right" if mode == "deletion" else "lower right", title="AUC", title_fontsize=6.5
+        )
+    np.atleast_1d(axes)[0].set_ylabel("probability of the explained class", fontsize=8)
+    return fig
+
+
+def evaluation_figures(ev: Any) -> dict[str, Figure]:
+    """The figures of an :class:`dvehelpers.protocol.Evaluation`, by file stem: the ranking, the IoU curves of
+    every variant and model, the randomisation cascade of every model (first variant) and the class sensitivity."""
+    from .protocol import CLASS_BLIND, SURVIVES
+
+    figs = {"ranking": ranking(ev.rows())}
+    for v in ev.variants:
+        for a in ev.archs:
+            fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+            iou_curves(ev.curves(v, a), ev.thresholds, ax, references=ev.curves(v, a, references=True))
+            ax.set_title(f"{a} on {v}: IoU with the mask against the threshold", fontsize=9)
+            figs[f"iou_curves_{a}_{v}"] = fig
+    for a in ev.archs:
+        fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
+        randomisation_curves(ev.cascades(ev.variants[0], a), ev.layers(a), ax, SURVIVES)
+        ax.set_title(f"cascading randomisation, {a} on {ev.variants[0]}", fontsize=9)
+        figs[f"randomisation_{a}"] = fig
+    figs["class_sensitivity"] = class_sensitivity(ev.rows(), CLASS_BLIND)
+    return figs
 
 
 class Table:

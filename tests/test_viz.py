@@ -493,3 +493,59 @@ def test_layer_supports_draws_where_any_map_kept_an_entry() -> None:
     assert ax.collections  # the mask outline
     assert "shows through" in fig.get_supxlabel()
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- the evaluation's figures
+
+
+def _row(method: str, model: str, iou: float, class_r: float = float("nan")) -> dict:
+    return {
+        "method": method,
+        "variant": "single-6c",
+        "model": model,
+        "mean_iou": iou,
+        "ci_low": iou - 1,
+        "ci_high": iou + 1,
+        "class_r": class_r,
+    }
+
+
+def test_ranking_puts_the_best_method_on_top_and_references_below() -> None:
+    rows = [
+        _row(m, a, v + (a == "alexnet"))
+        for m, v in (("a", 10.0), ("b", 30.0), ("reference: mask", 100.0))
+        for a in ("vgg", "alexnet")
+    ]
+    fig = dh.viz.ranking(rows)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["reference: mask", "a", "b"]  # bottom to top: references, then methods ascending
+    xs = {round(line.get_xdata()[0], 3) for line in fig.axes[0].lines if len(line.get_xdata()) == 1}
+    assert {10.0, 11.0, 30.0, 31.0, 100.0, 101.0} <= xs
+
+
+def test_randomisation_curves_start_at_one_and_thicken_survivors() -> None:
+    fig, ax = plt.subplots()
+    dh.viz.randomisation_curves(
+        {"keeps": torch.tensor([0.9, 0.8]), "drops": torch.tensor([0.2, 0.0])}, ["fc8", "fc7"], ax, 0.5
+    )
+    keeps, drops = ax.lines[:2]
+    assert list(keeps.get_ydata()) == pytest.approx([1.0, 0.9, 0.8]) and drops.get_ydata()[0] == 1.0
+    assert keeps.get_linewidth() > drops.get_linewidth()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["trained", "+fc8", "+fc7"]
+
+
+def test_class_sensitivity_leaves_out_class_agnostic_rows() -> None:
+    rows = [_row("gradcam", "vgg", 1, 0.1), _row("guided", "vgg", 1, 0.99), _row("activation", "vgg", 1)]
+    fig = dh.viz.class_sensitivity(rows, 0.9)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["gradcam", "guided"]
+
+
+def test_faithfulness_curves_show_each_auc() -> None:
+    p = torch.tensor([[1.0, 0.5, 0.0], [1.0, 1.0, 0.0]])
+    fig = dh.viz.faithfulness_curves({"m": {"deletion": p, "insertion": p.flip(1)}})
+    label = (
+        fig.axes[0].get_legend_handles_labels()[1][0]
+        if fig.axes[0].get_legend()
+        else fig.axes[1].get_legend_handles_labels()[1][0]
+    )
+    assert label == f"m ({float(dh.metrics.auc(p).mean()):.3f})" == "m (0.625)"

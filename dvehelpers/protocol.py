@@ -1,0 +1,724 @@
+"""The an8Flower evaluation, whole (METHODS.md §6 and beyond): every method × variant × model, scored, cached.
+
+For every *job* (a registered method with its defaults, or a named parameter setting of it) and every reference
+map (:data:`dvehelpers.evaluate.REFERENCES`), on the test split of each variant, with each shipped model, the
+explained class being the model's top-1 prediction (Oramas et al.'s protocol):
+
+* **localisation** — per-image IoU curves over the thresholds; mean IoU ×100 with a bootstrap 95 % interval over
+  images; per class; the pointing game under both conventions (:data:`dvehelpers.metrics.POINTING`);
+* **faithfulness** — deletion and insertion AUC (:func:`dvehelpers.metrics.deletion_insertion`) on a class-balanced
+  subset;
+* **sanity** — class sensitivity (:func:`dvehelpers.evaluate.class_sensitivity`, class-specific methods) and
+  cascading model-parameter randomisation (:func:`dvehelpers.sanity.cascade`) on a smaller balanced subset.
+
+Each (job, variant, model) entry is cached under a key of the method, its parameters, the model's weights, the
+data's bytes and the protocol's sizes: written atomically with a checksum, so a re-run recomputes only what is
+missing and a killed run resumes without trusting a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ARCHS",
+    "REFERENCE_ROWS",
+    "CLASS_BLIND",
+    "PAPER_TABLE",
+    "PAPER_TOP",
+    "SURVIVES",
+    "Sizes",
+    "default_jobs",
+    "select_jobs",
+    "Cache",
+    "Evaluation",
+    "run",
+    "default_results",
+    "classifier_stage",
+]
+
+ARCHS = ("vgg", "alexnet")
+#: The methods of Oramas et al.'s an8Flower table (their "Deconv+GB" row is our deconvnet and guided_backprop),
+#: and the order the paper reports at the top: theirs (vebi) best, guided Grad-CAM++ next.
+PAPER_TABLE = (
+    "activation",
+    "deconvnet",
+    "guided_backprop",
+    "gradcam",
+    "guided_gradcam",
+    "gradcam_pp",
+    "guided_gradcam_pp",
+    "vebi",
+)
+PAPER_TOP = ("vebi", "guided_gradcam_pp")
+#: Reference rows of the table (:func:`dvehelpers.evaluate.reference_maps`), in the order they are shown.
+REFERENCE_ROWS = ("constant", "centre", "random", "mask_lowres", "mask")
+#: A class-specific method whose median correlation between the maps of two classes is at least this is flagged
+#: *class-blind* (ours: "barely changes with the class").
+CLASS_BLIND = 0.9
+#: A method whose median rank correlation with its trained-model map stays at least this once the whole classifier
+#: (every fully connected layer, from the logits down) is randomised is flagged *survives randomisation* (ours): the
+#: decision was made there, so a map that explains it must change.
+SURVIVES = 0.5
+#: Deletion and insertion baselines of the protocol (ours; see :func:`run`).
+BASELINE = {"deletion": "zeros", "insertion": "zeros"}
+#: Bump when what an entry holds or how it is computed changes: older cache entries are then not used.
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much of the test split each part of the protocol uses: ``per_class`` test images per class for the
+    IoU and the pointing game (None: the split's default, 100, or 10 under ``DVE_QUICK=1``), ``faithfulness``
+    images per class for deletion / insertion with ``steps`` steps, ``sanity`` per class for the class
+    sensitivity and the randomisation cascade, ``bootstrap`` resamples for the interval."""
+
+    per_class: int | None = None
+    faithfulness: int = 2
+    sanity: int = 2
+    steps: int = 12
+    bootstrap: int = 1000
+
+    @classmethod
+    def default(cls, quick: bool | None = None) -> Sizes:
+        """The full protocol, or the small one (``quick``; None: ``DVE_QUICK=1`` in the environment)."""
+        quick = os.environ.get("DVE_QUICK") == "1" if quick is None else quick
+        return cls(per_class=10, faithfulness=1, sanity=1, steps=6, bootstrap=200) if quick else cls()
+
+
+def default_jobs() -> dict[str, tuple[str, dict[str, Any]]]:
+    """``label -> (method, parameters)``: every registered method with its defaults, plus the settings that the
+    notebooks show to matter — the KL-DVE readings and FBI at a ten times denser mask."""
+    from .registry import METHODS
+
+    jobs: dict[str, tuple[str, dict[str, Any]]] = {name: (name, {}) for name in sorted(METHODS)}
+    for reading in ("gradient", "elementwise"):
+        jobs[f"kl_dve (reading={reading})"] = ("kl_dve", {"reading": reading})
+    jobs["fbi (keep_fraction=0.3)"] = ("fbi", {"keep_fraction": 0.3})
+    return dict(sorted(jobs.items()))
+
+
+def select_jobs(
+    methods: Sequence[str] | Mapping[str, tuple[str, Mapping[str, Any]]] | None,
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The jobs to run: all of :func:`default_jobs` (None); for names, the jobs with that label or of that method
+    (``"kl_dve"`` brings its readings); a mapping ``label -> (method, parameters)`` is taken as it is."""
+    from .registry import METHODS
+
+    if isinstance(methods, Mapping):
+        unknown = sorted({m for m, _ in methods.values()} - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; registered: {', '.join(sorted(METHODS))}")
+        return {label: (m, dict(p)) for label, (m, p) in methods.items()}
+    jobs = default_jobs()
+    if methods is None:
+        return jobs
+    if isinstance(methods, str):
+        raise TypeError("methods must be a list of names, e.g. ['gradcam'], not a string")
+    picked: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name in methods:
+        found = {k: v for k, v in jobs.items() if k == name or v[0] == name}
+        if not found:
+            raise ValueError(f"unknown method {name!r}; valid: {', '.join(jobs)}")
+        picked.update(found)
+    return picked
+
+
+def default_results() -> Path:
+    """``$DVE_RESULTS`` if set, else ``results/`` in the repository."""
+    env = os.environ.get("DVE_RESULTS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "results"
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, Tensor):
+            h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=repr).encode())
+    return h.hexdigest()
+
+
+class Cache:
+    """Entries ``<folder>/<key>.pt``: a SHA-256 line of the payload, then the payload (``torch.save`` of plain
+    tensors, numbers, strings, lists and dicts, read back with ``weights_only=True``). Written to a temporary
+    file and renamed; an entry whose checksum, key or format does not match is treated as missing."""
+
+    def __init__(self, folder: str | Path | None) -> None:
+        self.folder = None if folder is None else Path(folder)
+
+    def _path(self, key: str) -> Path:
+        assert self.folder is not None
+        return self.folder / f"{key}.pt"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if self.folder is None or not self._path(key).is_file():
+            return None
+        raw = self._path(key).read_bytes()
+        head, _, body = raw.partition(b"\n")
+        if head.decode(errors="replace") != hashlib.sha256(body).hexdigest():
+            return None  # half-written or damaged
+        try:
+            entry = torch.load(io.BytesIO(body), weights_only=True)
+        except Exception:  # noqa: BLE001 - any unreadable entry is recomputed, never trusted
+            return None
+        return entry["payload"] if isinstance(entry, dict) and entry.get("key") == key else None
+
+    def put(self, key: str, payload: dict[str, Any]) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save({"key": key, "payload": payload}, buf)
+        body = buf.getvalue()
+        tmp = self._path(key).with_name(f"{key}.{os.getpid()}.tmp")
+        tmp.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+        os.replace(tmp, self._path(key))
+
+
+# ---------------------------------------------------------------- one entry
+
+
+@dataclass
+class _Set:
+    """One variant's test data with one model: images on the model's device, its predictions, the subsets."""
+
+    variant: str
+    arch: str
+    model: nn.Module
+    images: Tensor
+    labels: Tensor
+    masks: Tensor
+    predicted: Tensor
+    faithful: Tensor  # indices of the faithfulness subset
+    sane: Tensor  # indices of the sanity subset
+    key: str  # data + model identity
+    grid: tuple[int, int]  # the default CAM layer's resolution (for mask_lowres)
+    regions: dict[str, Tensor]  # the masks grown by each pointing-game tolerance, computed once
+
+
+def _balanced(labels: Tensor, per_class: int) -> Tensor:
+    from .data import one_per_class
+
+    counts = torch.bincount(labels.cpu())
+    n = min(per_class, int(counts[counts > 0].min()))
+    return torch.cat([one_per_class(labels, k) for k in range(n)])
+
+
+def _score(
+    s: _Set, maps: Tensor, sizes: Sizes, thresholds: Tensor | None, batch_size: int, baseline: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The localisation and faithfulness part of an entry, from the maps of the whole test set."""
+    from .evaluate import per_image_iou
+    from .metrics import POINTING, deletion_insertion, max_on
+
+    t0 = time.perf_counter()
+    masks = s.masks.to(maps.device)
+    out: dict[str, Any] = {"iou": per_image_iou(maps, masks, thresholds).float().cpu()}
+    out["pointing"] = {c: max_on(maps, s.regions[c]).cpu() for c in POINTING}
+    t1 = time.perf_counter()
+    f = s.faithful.to(maps.device)
+    for mode in ("deletion", "insertion"):
+        curves = deletion_insertion(
+            s.model, s.images[f], maps[f], s.predicted[f], mode, sizes.steps, baseline[mode], 4 * batch_size
+        )
+        out[mode] = curves.probability.float().cpu()
+    return out, {"scores": t1 - t0, "faithfulness": time.perf_counter() - t1}
+
+
+def _method_entry(
+    s: _Set,
+    method: str,
+    params: dict[str, Any],
+    sizes: Sizes,
+    thresholds: Tensor | None,
+    seed: int,
+    batch_size: int,
+    baseline: Mapping[str, str],
+) -> dict[str, Any]:
+    from .evaluate import class_sensitivity, heatmaps
+    from .registry import METHODS
+    from .sanity import cascade
+
+    t0 = time.perf_counter()
+    maps = heatmaps(s.model, s.images, method, params, s.predicted, batch_size)
+    seconds = {"maps": time.perf_counter() - t0}
+    out, more = _score(s, maps, sizes, thresholds, batch_size, baseline)
+    seconds.update(more)
+    del maps
+    sane = s.images[s.sane.to(s.images.device)]
+    t1 = time.perf_counter()
+    if METHODS[method].class_specific:
+        sens = class_sensitivity(s.model, sane, method, params, batch_size, progress=False)
+        out["sensitivity"] = {"r": sens.r.float().cpu(), "empty": sens.empty.cpu()}
+    t2 = time.perf_counter()
+    cas = cascade(s.model, sane, method, params, s.predicted[s.sane.to(s.predicted.device)], seed, batch_size)
+    out["cascade"] = {"layers": cas.layers, "r": cas.r.float().cpu()}
+    seconds.update({"sensitivity": t2 - t1, "randomisation": time.perf_counter() - t2})
+    out["seconds"] = seconds
+    return out
+
+
+def _reference_entry(
+    s: _Set, kind: str, sizes: Sizes, thresholds: Tensor | None, seed: int, batch_size: int, baseline: Mapping[str, str]
+) -> dict[str, Any]:
+    from .evaluate import reference_maps
+
+    t0 = time.perf_counter()
+    maps = reference_maps(kind, s.masks, s.grid if kind == "mask_lowres" else None, seed).to(s.images.device)
+    out, seconds = _score(s, maps, sizes, thresholds, batch_size, baseline)
+    out["seconds"] = {"maps": time.perf_counter() - t0 - sum(seconds.values()), **seconds}
+    return out
+
+
+# ---------------------------------------------------------------- the results
+
+
+def _bootstrap(scores: Tensor, n: int, seed: int) -> tuple[float, float]:
+    """95 % percentile interval of the mean of ``scores`` over ``n`` resamples of the images."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(scores), (n, len(scores)), generator=g)
+    means = scores.double()[idx].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return float(lo), float(hi)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`run` measured. ``entries[(label, variant, arch)]`` holds an entry's raw results (per-image IoU
+    curves ``iou`` N×T, ``pointing`` hits, ``deletion`` / ``insertion`` probability curves, ``sensitivity``,
+    ``cascade``, ``seconds``); ``labels[variant]`` the test labels; ``jobs`` the methods' settings (reference rows
+    are labelled ``"reference: <kind>"``)."""
+
+    entries: dict[tuple[str, str, str], dict[str, Any]]
+    labels: dict[str, Tensor]
+    class_names: dict[str, list[str]]
+    jobs: dict[str, tuple[str, dict[str, Any]]]
+    sizes: Sizes
+    thresholds: Tensor
+    seed: int = 0
+    computed: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def variants(self) -> list[str]:
+        return list(dict.fromkeys(v for _, v, _ in self.entries))
+
+    @property
+    def archs(self) -> list[str]:
+        return list(dict.fromkeys(a for _, _, a in self.entries))
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(m for m, _, _ in self.entries))
+
+    def is_reference(self, label: str) -> bool:
+        return label.startswith("reference: ")
+
+    def row(self, label: str, variant: str, arch: str) -> dict[str, Any]:
+        """The table's numbers for one entry (NaN where a part does not apply)."""
+        from .metrics import auc
+
+        e = self.entries[(label, variant, arch)]
+        scores = e["iou"].double().mean(1) * 100  # per image, mean over thresholds
+        lo, hi = _bootstrap(scores, self.sizes.bootstrap, self.seed)
+        sens = e.get("sensitivity")
+        cas = e.get("cascade")
+        class_r = float(sens["r"].median()) if sens is not None else math.nan
+        random_r = float(cas["r"][-1].median()) if cas is not None else math.nan
+        head = classifier_stage(cas["layers"]) if cas is not None else 0
+        random_fc = float(cas["r"][head - 1].median()) if cas is not None else math.nan
+        name = self.jobs[label][0] if label in self.jobs else None
+        return {
+            "method": label,
+            "variant": variant,
+            "model": arch,
+            "mean_iou": float(scores.mean()),
+            "ci_low": lo,
+            "ci_high": hi,
+            "pointing_quantus": float(e["pointing"]["quantus"].float().mean() * 100),
+            "pointing_torchray": float(e["pointing"]["torchray"].float().mean() * 100),
+            "deletion_auc": float(auc(e["deletion"].double()).mean()),
+            "insertion_auc": float(auc(e["insertion"].double()).mean()),
+            "class_r": class_r,
+            "class_blind": bool(name is not None and sens is not None and class_r >= CLASS_BLIND),
+            "random_r_classifier": random_fc,
+            "random_r": random_r,
+            "survives_randomisation": bool(cas is not None and random_fc >= SURVIVES),
+            "seconds": float(sum(e["seconds"].values())),
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """:meth:`row` for every entry: methods (best mean IoU first within each variant and model), then the
+        reference rows in :data:`REFERENCE_ROWS` order."""
+        out = []
+        for variant in self.variants:
+            for arch in self.archs:
+                rs = [self.row(m, variant, arch) for m in self.methods if (m, variant, arch) in self.entries]
+                methods = sorted((r for r in rs if not self.is_reference(r["method"])), key=lambda r: -r["mean_iou"])
+                out += methods + [r for r in rs if self.is_reference(r["method"])]
+        return out
+
+    def ranking(self, methods: Sequence[str] = PAPER_TABLE) -> dict[tuple[str, str], list[str]]:
+        """``(variant, arch) -> methods`` ordered by mean IoU, best first (default: the paper's table's methods)."""
+        return {
+            (v, a): sorted(
+                (m for m in methods if (m, v, a) in self.entries), key=lambda m: -self.row(m, v, a)["mean_iou"]
+            )
+            for v in self.variants
+            for a in self.archs
+        }
+
+    def curves(self, variant: str, arch: str, references: bool = False) -> dict[str, Tensor]:
+        """Per-image IoU curves (N×T) of the methods, or of the reference rows, for one variant and model."""
+        return {
+            m: self.entries[(m, variant, arch)]["iou"]
+            for m in self.methods
+            if (m, variant, arch) in self.entries and self.is_reference(m) == references
+        }
+
+    def per_class(self, variant: str, arch: str) -> dict[str, Tensor]:
+        """Mean IoU ×100 per class (K) of every method and reference for one variant and model."""
+        from .evaluate import per_class
+
+        k = len(self.class_names[variant])
+        return {
+            m: per_class(e["iou"].double().mean(1) * 100, self.labels[variant], k)
+            for (m, v, a), e in self.entries.items()
+            if (v, a) == (variant, arch)
+        }
+
+    def faithfulness(self, variant: str, arch: str, methods: Sequence[str]) -> dict[str, dict[str, Tensor]]:
+        """``method -> {"deletion": F×(S+1), "insertion": F×(S+1)}`` probability curves for one variant and model
+        (for :func:`dvehelpers.viz.faithfulness_curves`)."""
+        return {m: {k: self.entries[(m, variant, arch)][k] for k in ("deletion", "insertion")} for m in methods}
+
+    def cascades(self, variant: str, arch: str) -> dict[str, Tensor]:
+        """Median rank correlation after each stage of the randomisation cascade, per method (S)."""
+        return {
+            m: e["cascade"]["r"].median(1).values
+            for (m, v, a), e in self.entries.items()
+            if (v, a) == (variant, arch) and "cascade" in e
+        }
+
+    def layers(self, arch: str) -> list[str]:
+        """The randomised layers of model ``arch``, top first."""
+        for (_, _, a), e in self.entries.items():
+            if a == arch and "cascade" in e:
+                return list(e["cascade"]["layers"])
+        return []
+
+    def seconds(self) -> dict[str, dict[str, float]]:
+        """Wall time per method and part (maps, scores, faithfulness, sensitivity, randomisation), summed over
+        variants and models, for the entries computed in this call (cached ones cost nothing)."""
+        out: dict[str, dict[str, float]] = {}
+        for key in self.computed:
+            per = out.setdefault(key[0], {})
+            for part, s in self.entries[key]["seconds"].items():
+                per[part] = per.get(part, 0.0) + s
+        return out
+
+    HEADER = (
+        "method",
+        "variant",
+        "model",
+        "mIoU",
+        "95% CI",
+        "point (Quantus)",
+        "point (15 px)",
+        "deletion AUC",
+        "insertion AUC",
+        "class r",
+        "random r (fc)",
+        "random r (all)",
+        "flags",
+    )
+
+    def table(self, variant: str | None = None, arch: str | None = None) -> Any:
+        """The results as a :class:`dvehelpers.viz.Table` (optionally for one variant and/or model)."""
+        from .viz import table
+
+        rows = [r for r in self.rows() if variant in (None, r["variant"]) and arch in (None, r["model"])]
+        body = [_cells(r) for r in rows]
+        fmts = ["s", "s", "s", ".1f", "s", ".0f", ".0f", ".3f", ".3f", "s", "s", "s", "s"]
+        return table(body, self.HEADER, "an8Flower-synth test split, explained class = top-1 prediction", fmts)
+
+    def sanity(self) -> Any:
+        """The two sanity checks per method over every variant and model: the range (min–max) of the median class
+        correlation and in how many sets it is flagged class-blind; the range of the median rank correlation with
+        the classifier randomised and with every layer randomised, and in how many sets the map survives."""
+        from .viz import table
+
+        sets = [(v, a) for v in self.variants for a in self.archs]
+
+        def span(xs: list[float]) -> str:
+            xs = [x for x in xs if not math.isnan(x)]
+            return f"{min(xs):.2f} – {max(xs):.2f}" if xs else "—"
+
+        rows = []
+        for m in self.methods:
+            if self.is_reference(m):
+                continue
+            rs = [self.row(m, v, a) for v, a in sets if (m, v, a) in self.entries]
+            rows.append(
+                [
+                    m,
+                    span([r["class_r"] for r in rs]),
+                    f"{sum(r['class_blind'] for r in rs)}/{len(rs)}",
+                    span([r["random_r_classifier"] for r in rs]),
+                    f"{sum(r['survives_randomisation'] for r in rs)}/{len(rs)}",
+                    span([r["random_r"] for r in rs]),
+                ]
+            )
+        header = ["method", "class r", "class-blind", "random r (fc)", "survives", "random r (all)"]
+        title = (
+            f"sanity checks over {len(sets)} variant × model sets (medians per set; flags: class r ≥ {CLASS_BLIND}, "
+        )
+        return table(rows, header, title + f"random r (fc) ≥ {SURVIVES})", "s")
+
+    def summary(self) -> Any:
+        """Mean IoU ×100 of every method and reference (rows) per variant and model (columns), best first by the
+        average over columns, with the flags."""
+        from .viz import table
+
+        cols = [(v, a) for v in self.variants for a in self.archs]
+        rows = []
+        for m in self.methods:
+            vals = [self.row(m, v, a) if (m, v, a) in self.entries else None for v, a in cols]
+            ious = [r["mean_iou"] if r else math.nan for r in vals]
+            flags = sorted({f for r in vals if r for f in _flags(r)})
+            rows.append([m, *ious, sum(ious) / len(ious), ", ".join(flags)])
+        ref = [r for r in rows if self.is_reference(r[0])]
+        rows = sorted((r for r in rows if not self.is_reference(r[0])), key=lambda r: -r[-2]) + ref
+        header = ["method", *(f"{a} {v}" for v, a in cols), "mean", "flags"]
+        fmts = ["s", *([".1f"] * (len(cols) + 1)), "s"]
+        return table(rows, header, "mean IoU ×100 on the an8Flower-synth test splits (top-1 class explained)", fmts)
+
+    def write(self, out: str | Path | None = None) -> list[Path]:
+        """Write ``evaluation.csv`` (every number), ``evaluation.md`` (the summary and the full table),
+        ``per_class.csv`` and the figures (IoU curves per variant and model, the randomisation cascade and the
+        class sensitivity) to ``out`` (default :func:`default_results`); returns the paths."""
+        from . import viz
+
+        out = Path(out) if out is not None else default_results()
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [_write_csv(out / "evaluation.csv", self.rows())]
+        per_class_rows = [
+            {"method": m, "variant": v, "model": a, "class": self.class_names[v][c], "mean_iou": float(x)}
+            for v in self.variants
+            for a in self.archs
+            for m, vals in self.per_class(v, a).items()
+            for c, x in enumerate(vals.tolist())
+        ]
+        paths.append(_write_csv(out / "per_class.csv", per_class_rows))
+        md = [
+            "# an8Flower evaluation",
+            "",
+            f"Sizes: {asdict(self.sizes)}; thresholds {len(self.thresholds)} from {float(self.thresholds.min()):.2f} "
+            f"to {float(self.thresholds.max()):.2f}. Flags: class-blind = median class r ≥ {CLASS_BLIND}; survives = "
+            f"median rank r ≥ {SURVIVES} with the classifier (every fully connected layer) randomised (both "
+            "thresholds ours). random r (all): with every learned layer randomised.",
+            "",
+            _markdown(self.summary()),
+            "",
+            _markdown(self.table()),
+            "",
+        ]
+        paths.append(_write_text(out / "evaluation.md", "\n".join(md)))
+        for name, fig in viz.evaluation_figures(self).items():
+            paths.append(out / f"{name}.png")
+            fig.savefig(paths[-1], dpi=90, bbox_inches="tight")
+            viz.plt.close(fig)
+        return paths
+
+
+def classifier_stage(layers: Sequence[str]) -> int:
+    """How many cascade stages (top first) it takes to randomise the classifier: the fully connected layers, named
+    ``fc…`` by :func:`dvehelpers.models.layer_names` (all of them when there is none)."""
+    return sum(name.startswith("fc") for name in layers) or len(layers)
+
+
+def _flags(r: Mapping[str, Any]) -> list[str]:
+    return [f for f, on in (("class-blind", r["class_blind"]), ("survives", r["survives_randomisation"])) if on]
+
+
+def _cells(r: Mapping[str, Any]) -> list[Any]:
+    def num(x: float) -> str:
+        return "—" if math.isnan(x) else f"{x:.2f}"
+
+    return [
+        r["method"],
+        r["variant"],
+        r["model"],
+        r["mean_iou"],
+        f"{r['ci_low']:.1f}–{r['ci_high']:.1f}",
+        r["pointing_quantus"],
+        r["pointing_torchray"],
+        r["deletion_auc"],
+        r["insertion_auc"],
+        num(r["class_r"]),
+        num(r["random_r_classifier"]),
+        num(r["random_r"]),
+        ", ".join(_flags(r)),
+    ]
+
+
+def _markdown(t: Any) -> str:
+    lines = [f"**{t.title}**", ""] if t.title else []
+    lines.append("| " + " | ".join(t.header) + " |")
+    lines.append("|" + "---|" * len(t.header))
+    lines += ["| " + " | ".join(r) + " |" for r in t.rows]
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    import csv
+
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return _write_text(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _test_set(variant: str, arch: str, sizes: Sizes, dev: torch.device, root: str | Path | None, seed: int) -> _Set:
+    from .data import An8Flower
+    from .metrics import POINTING, dilate
+    from .models import default_cam_layer, layer_shape, load
+    from .train import model_name, predict
+
+    model = load(model_name(arch, variant)).to(dev).eval()
+    size = int(getattr(model, "meta", {}).get("image_size", 112))
+    data = An8Flower(variant, "test", size=size, seed=seed, root=root, per_class=sizes.per_class, progress=False)
+    images, labels, masks = data.tensors()
+    images = images.to(dev)
+    model_id = _digest(*(p for p in model.state_dict().values()))
+    _, h, w = layer_shape(model, default_cam_layer(model), size)
+    return _Set(
+        variant,
+        arch,
+        model,
+        images,
+        labels,
+        masks,
+        predict(model, images).to(dev),
+        _balanced(labels, sizes.faithfulness),
+        _balanced(labels, sizes.sanity),
+        _digest(images, masks, labels, model_id),
+        (h, w),
+        {c: dilate(masks, tol).to(dev) for c, tol in POINTING.items()},
+    )
+
+
+def _extra_identity(method: str, params: Mapping[str, Any], s: _Set) -> Any:
+    """What else a method's result depends on: vebi's shipped interpretation file."""
+    if method == "vebi" and params.get("interpretation") is None:
+        from .methods.vebi import shipped_path
+        from .train import model_name
+
+        path = shipped_path(model_name(s.arch, s.variant))
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return None
+
+
+def run(
+    methods: Sequence[str] | Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
+    variants: Sequence[str] = ("single-6c", "double-12c"),
+    archs: Sequence[str] = ARCHS,
+    thresholds: Tensor | None = None,
+    device: str | torch.device | None = None,
+    root: str | Path | None = None,
+    sizes: Sizes | None = None,
+    references: Sequence[str] = REFERENCE_ROWS,
+    cache: str | Path | None | bool = True,
+    baseline: Mapping[str, str] | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Evaluation:
+    """Run the an8Flower evaluation: every job of ``methods`` (see :func:`select_jobs`; None = all registered
+    methods and the named settings of :func:`default_jobs`) and every reference row, on the test split of each
+    variant (the official set under ``root`` when given), with the shipped VGG- and AlexNet-style models.
+
+    ``sizes``: :meth:`Sizes.default` (quick under ``DVE_QUICK=1``). ``cache``: True = ``<results>/cache``, a folder,
+    or False/None for none. ``device``: default :func:`dvehelpers.device`. ``baseline``: what deleted / not yet
+    inserted pixels become (:data:`dvehelpers.metrics.BASELINES`), default :data:`BASELINE` — zeros for both,
+    not RISE's blurred insertion start: blur keeps the colours, the only cue of an8Flower, so every map's
+    insertion curve would start near 1. Returns an :class:`Evaluation`."""
+    from tqdm.auto import tqdm
+
+    from . import device as default_device
+    from .data import VARIANTS, class_names
+    from .evaluate import REFERENCES, THRESHOLDS
+
+    jobs = select_jobs(methods)
+    bad = [v for v in variants if v not in VARIANTS] + [a for a in archs if a not in ARCHS]
+    if bad:
+        raise ValueError(f"unknown variant/model {bad}; variants: {', '.join(VARIANTS)}; models: {', '.join(ARCHS)}")
+    unknown = [r for r in references if r not in REFERENCES]
+    if unknown:
+        raise ValueError(f"unknown reference(s) {unknown}; valid: {', '.join(REFERENCES)}")
+    sizes = sizes or Sizes.default()
+    t = (THRESHOLDS if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float64)).sort().values
+    folder = (default_results() / "cache") if cache is True else (cache or None)
+    store = Cache(folder)
+    dev = torch.device(device) if device is not None else default_device()
+    baseline = {**BASELINE, **(baseline or {})}
+    protocol = {
+        "version": PROTOCOL_VERSION,
+        "sizes": asdict(sizes),
+        "thresholds": t.tolist(),
+        "seed": seed,
+        "baseline": baseline,
+    }
+    todo = [(label, *job) for label, job in jobs.items()] + [(f"reference: {r}", None, {}) for r in references]
+    result = Evaluation({}, {}, {}, dict(jobs), sizes, t, seed)
+    bar = tqdm(total=len(todo) * len(variants) * len(archs), desc="evaluating", unit="entry", disable=not progress)
+    for variant in variants:
+        result.class_names[variant] = class_names(variant)
+        for arch in archs:
+            bar.set_description(f"loading {arch} · {variant}")
+            s = _test_set(variant, arch, sizes, dev, root, seed)
+            result.labels[variant] = s.labels
+            for label, method, params in todo:
+                bar.set_description(f"{label} · {arch} · {variant}")
+                ident = {"method": method or label, "params": params, "extra": _extra_identity(method, params, s)}
+                key = _digest(ident, s.key, protocol)
+                entry = store.get(key)
+                if entry is None:
+                    if method is None:
+                        entry = _reference_entry(s, label.split(": ")[1], sizes, t, seed, batch_size, baseline)
+                    else:
+                        entry = _method_entry(s, method, params, sizes, t, seed, batch_size, baseline)
+                    store.put(key, entry)
+                    result.computed.append((label, variant, arch))
+                result.entries[(label, variant, arch)] = entry
+                bar.update()
+    bar.close()
+    return result

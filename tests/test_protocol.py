@@ -1,0 +1,176 @@
+"""The whole an8Flower evaluation: jobs, the cache (atomic, checked, resumable), the table, the command line."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import dvehelpers as dh
+from dvehelpers import protocol, registry
+from dvehelpers.protocol import Cache, Sizes, run
+
+QUICK = Sizes.default(quick=True)
+
+
+def test_default_jobs_cover_every_method_and_the_named_settings() -> None:
+    jobs = protocol.default_jobs()
+    assert {m for m, _ in jobs.values()} == set(dh.METHODS)
+    assert jobs["kl_dve (reading=gradient)"] == ("kl_dve", {"reading": "gradient"})
+    assert jobs["fbi (keep_fraction=0.3)"] == ("fbi", {"keep_fraction": 0.3})
+    picked = protocol.select_jobs(["kl_dve", "gradcam"])
+    assert set(picked) == {"kl_dve", "kl_dve (reading=gradient)", "kl_dve (reading=elementwise)", "gradcam"}
+    assert protocol.select_jobs({"mine": ("fbi", {"mask": "none"})}) == {"mine": ("fbi", {"mask": "none"})}
+    with pytest.raises(ValueError, match="unknown method 'gradcam\\+\\+'.*valid: "):
+        protocol.select_jobs(["gradcam++"])
+    with pytest.raises(TypeError, match="list of names"):
+        protocol.select_jobs("gradcam")
+    with pytest.raises(ValueError, match="unknown variant/model"):
+        run(["gradcam"], variants=["triple-18c"], cache=False, progress=False)
+    with pytest.raises(ValueError, match="unknown reference"):
+        run(["gradcam"], references=["oracle"], cache=False, progress=False)
+
+
+def test_cache_round_trip_and_nothing_half_written_is_trusted(tmp_path: Path) -> None:
+    store = Cache(tmp_path)
+    payload = {"iou": torch.rand(5, 3), "pointing": {"quantus": torch.tensor([True, False])}, "layers": ["fc8"]}
+    store.put("k1", payload)
+    got = store.get("k1")
+    assert got is not None and torch.equal(got["iou"], payload["iou"]) and got["layers"] == ["fc8"]
+    assert store.get("missing") is None
+    path = tmp_path / "k1.pt"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])  # killed while writing (had it not been atomic)
+    assert store.get("k1") is None
+    path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))  # one flipped bit
+    assert store.get("k1") is None
+    (tmp_path / "k2.pt").write_bytes(raw)  # a sound entry under another key is not this key's
+    assert store.get("k2") is None
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def _tiny_run(cache: Path | bool, **kw: object) -> protocol.Evaluation:
+    return run(
+        ["gradcam", "activation"],
+        variants=["single-6c"],
+        archs=["alexnet"],
+        sizes=QUICK,
+        references=("constant", "mask"),
+        cache=cache,
+        progress=False,
+        **kw,
+    )
+
+
+def _numbers(ev: protocol.Evaluation) -> list[dict]:
+    """Every number of the table but the wall time."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in ev.rows()]
+
+
+def test_a_killed_run_resumes_from_its_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = _tiny_run(False)
+    calls: list[str] = []
+    real = registry.explain
+
+    def dies_on_activation(name: str, *args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(name)
+        if name == "activation":
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the second method
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(registry, "explain", dies_on_activation)
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_run(tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 1  # gradcam's entry, complete; nothing else
+    monkeypatch.setattr(registry, "explain", real)
+
+    resumed_calls: list[str] = []
+    monkeypatch.setattr(registry, "explain", lambda n, *a, **k: resumed_calls.append(n) or real(n, *a, **k))
+    resumed = _tiny_run(tmp_path)
+    assert "gradcam" not in resumed_calls and "activation" in resumed_calls  # finished entries are not redone
+    assert ("gradcam", "single-6c", "alexnet") not in resumed.computed
+    assert set(resumed.computed) == {
+        ("activation", "single-6c", "alexnet"),
+        ("reference: constant", "single-6c", "alexnet"),
+        ("reference: mask", "single-6c", "alexnet"),
+    }
+    assert _numbers(resumed) == _numbers(clean)
+    # damage one finished entry: only it is recomputed, and the numbers come out the same
+    victim = max(tmp_path.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+    victim.write_bytes(victim.read_bytes()[:100])
+    again = _tiny_run(tmp_path)
+    assert len(again.computed) == 1 and _numbers(again) == _numbers(clean)
+    assert _tiny_run(tmp_path).computed == []  # and a third run computes nothing
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> protocol.Evaluation:
+    """The whole protocol at DVE_QUICK sizes: every method and setting, both variants, both shipped models."""
+    return run(sizes=QUICK, cache=tmp_path_factory.mktemp("cache"), progress=False)
+
+
+def test_the_whole_protocol_runs_at_quick_sizes(quick: protocol.Evaluation) -> None:
+    jobs = list(protocol.default_jobs()) + [f"reference: {r}" for r in protocol.REFERENCE_ROWS]
+    assert set(quick.entries) == {(j, v, a) for j in jobs for v in dh.data.VARIANTS for a in protocol.ARCHS}
+    rows = quick.rows()
+    for r in rows:
+        assert 0 <= r["ci_low"] <= r["mean_iou"] <= r["ci_high"] <= 100
+        assert 0 <= r["deletion_auc"] <= 1 and 0 <= r["insertion_auc"] <= 1
+        assert not math.isnan(r["random_r"]) or r["method"].startswith("reference")
+    by = {(r["method"], r["variant"], r["model"]): r for r in rows}
+    for v in dh.data.VARIANTS:
+        for a in protocol.ARCHS:
+            mask, const = by[("reference: mask", v, a)], by[("reference: constant", v, a)]
+            # planted maps with known scores: the mask itself is perfect, a constant map finds nothing, and
+            # Quantus's tie rule lets the constant map "hit" every time (which is why both conventions are shown)
+            assert mask["mean_iou"] == 100 and mask["pointing_quantus"] == 100 and mask["pointing_torchray"] == 100
+            assert const["mean_iou"] == 0 and const["pointing_quantus"] == 100
+            assert by[("reference: centre", v, a)]["pointing_quantus"] <= 100
+            # the literal KL-DVE reading does not depend on the class (notebook 01): flagged
+            assert by[("kl_dve", v, a)]["class_r"] == pytest.approx(1.0) and by[("kl_dve", v, a)]["class_blind"]
+            assert not by[("gradcam", v, a)]["class_blind"]
+            assert math.isnan(by[("activation", v, a)]["class_r"])  # class-agnostic: not asked
+    # per class: the mean over classes of balanced per-class means is the overall mean
+    for (m, v, a), per in ((k[:3], quick.per_class(k[1], k[2])[k[0]]) for k in list(quick.entries)[:6]):
+        assert per.mean().item() == pytest.approx(by[(m, v, a)]["mean_iou"], rel=1e-9)
+
+
+def test_results_are_written_as_csv_markdown_and_figures(quick: protocol.Evaluation, tmp_path: Path) -> None:
+    paths = quick.write(tmp_path)
+    names = {p.name for p in paths}
+    assert {"evaluation.csv", "evaluation.md", "per_class.csv", "ranking.png", "class_sensitivity.png"} <= names
+    assert all(p.stat().st_size > 0 for p in paths)
+    with (tmp_path / "evaluation.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(quick.entries)
+    first = quick.rows()[0]
+    assert float(table[0]["mean_iou"]) == pytest.approx(first["mean_iou"]) and table[0]["method"] == first["method"]
+    md = (tmp_path / "evaluation.md").read_text()
+    assert "| method |" in md and "reference: mask" in md
+    text = str(quick.summary())
+    assert text.splitlines()[2].split()[0] != "reference:"  # methods first, references last
+
+
+def test_bootstrap_interval_matches_the_normal_approximation() -> None:
+    g = torch.Generator().manual_seed(3)
+    scores = torch.rand(400, generator=g, dtype=torch.float64) * 100
+    lo, hi = protocol._bootstrap(scores, 2000, seed=0)
+    half = 1.96 * scores.std().item() / 400**0.5
+    assert lo < scores.mean().item() < hi
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
+    assert protocol._bootstrap(torch.full((50,), 7.0, dtype=torch.float64), 100, 0) == (7.0, 7.0)
+
+
+def test_command_line_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dvehelpers.__main__ import main
+
+    argv = ["evaluate", "--quick", "--methods", "gradcam", "--variants", "single-6c", "--archs", "alexnet"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "gradcam" in out and "reference: mask" in out and "entries computed" in out
+    assert (tmp_path / "evaluation.csv").is_file() and list((tmp_path / "cache").glob("*.pt"))
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    assert "0 of 6 entries computed" in capsys.readouterr().out
