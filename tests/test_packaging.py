@@ -63,9 +63,22 @@ def test_cli_lists_every_method_with_its_parameters(capsys: pytest.CaptureFixtur
     assert "reduction = 'pos_l2'" in out
 
 
-def test_run_executes_notebooks_and_draws_the_gallery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DVE_QUICK", "1")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no ImageNet weights: random-weight gallery
+def test_run_evaluates_executes_notebooks_and_draws_the_galleries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dvehelpers import protocol
+
+    monkeypatch.delenv("DVE_QUICK", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no ImageNet weights: only the sanity figure
+    monkeypatch.setenv("DVE_RESULTS", str(tmp_path / "results"))
+    real = protocol.run
+    asked = []
+
+    def small_run(**kw: object) -> protocol.Evaluation:  # the wiring, on one method, variant and model
+        asked.append(kw)
+        return real(["gradcam"], variants=["single-6c"], archs=["alexnet"], sizes=protocol.Sizes.default(True))
+
+    monkeypatch.setattr(protocol, "run", small_run)
     nbdir = tmp_path / "nb"
     nbdir.mkdir()
     cell = {
@@ -73,7 +86,7 @@ def test_run_executes_notebooks_and_draws_the_gallery(tmp_path: Path, monkeypatc
         "execution_count": None,
         "metadata": {},
         "outputs": [],
-        "source": "import dvehelpers as dh\nprint(len(dh.METHODS))",
+        "source": "import os\nimport dvehelpers as dh\nprint(len(dh.METHODS), os.environ.get('DVE_QUICK'))",
     }
     nb = {
         "cells": [cell],
@@ -82,13 +95,26 @@ def test_run_executes_notebooks_and_draws_the_gallery(tmp_path: Path, monkeypatc
         "nbformat_minor": 5,
     }
     (nbdir / "00_demo.ipynb").write_text(json.dumps(nb))
-    assert main(["run", "--notebooks", str(nbdir), "--out", str(tmp_path / "build")]) == 0
-    executed = json.loads((tmp_path / "build" / "00_demo.ipynb").read_text())
+    build = tmp_path / "build"
+    assert main(["run", "--notebooks", str(nbdir), "--out", str(build)]) == 0
+    import os
+
     import dvehelpers as dh
 
-    assert "".join(executed["cells"][0]["outputs"][0]["text"]).strip() == str(len(dh.METHODS))
-    assert (tmp_path / "build" / "00_demo.html").stat().st_size > 1000
-    assert (tmp_path / "build" / "gallery.png").read_bytes()[:4] == b"\x89PNG"
+    assert asked == [{}]  # the full protocol's defaults
+    assert (tmp_path / "results" / "evaluation.md").is_file()
+    executed = json.loads((build / "00_demo.ipynb").read_text())
+    # executed at DVE_QUICK sizes by default, and the variable is restored afterwards
+    assert "".join(executed["cells"][0]["outputs"][0]["text"]).strip() == f"{len(dh.METHODS)} 1"
+    assert "DVE_QUICK" not in os.environ
+    assert (build / "00_demo.html").stat().st_size > 1000
+    for variant in dh.data.VARIANTS:
+        for arch in ("vgg", "alexnet"):
+            assert (build / f"gallery_an8flower-{arch}-{variant}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (build / "sanity_random_vgg16.png").is_file() and not (build / "gallery_imagenet_vgg16.png").exists()
+    out = capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1].startswith("done in")
+    assert "mean IoU ×100 on the an8Flower-synth test splits" in out and "reference: mask" in out
 
 
 def test_cli_interpret_fits_each_shipped_model(
