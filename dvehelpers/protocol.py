@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -252,6 +253,22 @@ def _method_entry(
     batch_size: int,
     baseline: Mapping[str, str],
 ) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        # vebi's notice that a class has fewer relevant features than k (notebook 03) would repeat for every batch
+        warnings.filterwarnings("ignore", message=r"k=\d+ is more than the number of relevant features")
+        return _method_parts(s, method, params, sizes, thresholds, seed, batch_size, baseline)
+
+
+def _method_parts(
+    s: _Set,
+    method: str,
+    params: dict[str, Any],
+    sizes: Sizes,
+    thresholds: Tensor | None,
+    seed: int,
+    batch_size: int,
+    baseline: Mapping[str, str],
+) -> dict[str, Any]:
     from .evaluate import class_sensitivity, heatmaps
     from .registry import METHODS
     from .sanity import cascade
@@ -337,6 +354,8 @@ class Evaluation:
         e = self.entries[(label, variant, arch)]
         scores = e["iou"].double().mean(1) * 100  # per image, mean over thresholds
         lo, hi = _bootstrap(scores, self.sizes.bootstrap, self.seed)
+        deletion = auc(e["deletion"].double())
+        del_lo, del_hi = _bootstrap(deletion, self.sizes.bootstrap, self.seed)
         sens = e.get("sensitivity")
         cas = e.get("cascade")
         class_r = float(sens["r"].median()) if sens is not None else math.nan
@@ -353,7 +372,10 @@ class Evaluation:
             "ci_high": hi,
             "pointing_quantus": float(e["pointing"]["quantus"].float().mean() * 100),
             "pointing_torchray": float(e["pointing"]["torchray"].float().mean() * 100),
-            "deletion_auc": float(auc(e["deletion"].double()).mean()),
+            "deletion_auc": float(deletion.mean()),
+            "deletion_ci_low": del_lo,
+            "deletion_ci_high": del_hi,
+            "faithfulness_images": len(deletion),
             "insertion_auc": float(auc(e["insertion"].double()).mean()),
             "class_r": class_r,
             "class_blind": bool(name is not None and sens is not None and class_r >= CLASS_BLIND),
@@ -372,6 +394,34 @@ class Evaluation:
                 rs = [self.row(m, variant, arch) for m in self.methods if (m, variant, arch) in self.entries]
                 methods = sorted((r for r in rs if not self.is_reference(r["method"])), key=lambda r: -r["mean_iou"])
                 out += methods + [r for r in rs if self.is_reference(r["method"])]
+        return out
+
+    def mean_iou(self, variant: str, arch: str, thresholds: Sequence[float] | Tensor | None = None) -> dict[str, float]:
+        """Mean IoU ×100 of every method and reference under another threshold grid, from the stored per-image
+        curves: ``thresholds`` must be a subset of the evaluated grid (None: the whole grid)."""
+        if thresholds is None:
+            cols = torch.arange(len(self.thresholds))
+        else:
+            t = torch.as_tensor(thresholds, dtype=torch.float64).reshape(-1, 1)
+            hit = (t - self.thresholds.reshape(1, -1)).abs() < 1e-9
+            if not hit.any(1).all():
+                missing = t[~hit.any(1), 0].tolist()
+                raise ValueError(f"thresholds {missing} were not evaluated; choose from {self.thresholds.tolist()}")
+            cols = hit.double().argmax(1)
+        return {
+            m: float(e["iou"][:, cols].double().mean() * 100)
+            for (m, v, a), e in self.entries.items()
+            if (v, a) == (variant, arch)
+        }
+
+    def peaks(self, variant: str, arch: str) -> dict[str, tuple[float, float]]:
+        """``method -> (τ, mean IoU ×100)`` at the top of each IoU curve for one variant and model."""
+        out = {}
+        for (m, v, a), e in self.entries.items():
+            if (v, a) == (variant, arch):
+                curve = e["iou"].double().mean(0) * 100
+                k = int(curve.argmax())
+                out[m] = (float(self.thresholds[k]), float(curve[k]))
         return out
 
     def ranking(self, methods: Sequence[str] = PAPER_TABLE) -> dict[tuple[str, str], list[str]]:

@@ -332,7 +332,15 @@ def iou_curves(
             lw=1.4,
             label=f"{name} ({_score(curves):.1f})",
         )
-    greys = cycle([("0.15", (0, (5, 2))), ("0.4", (0, (3, 2))), ("0.6", (0, (1, 1.5))), ("0.75", (0, (6, 2, 1, 2)))])
+    greys = cycle(
+        [
+            ("0.15", (0, (5, 2))),
+            ("0.4", (0, (3, 2))),
+            ("0.6", (0, (1, 1.5))),
+            ("0.75", (0, (6, 2, 1, 2))),
+            ("0.3", (0, (1, 3))),
+        ]
+    )
     for name, curves in (references or {}).items():
         grey, dash = next(greys)
         ax.plot(
@@ -690,11 +698,12 @@ def randomisation_curves(
         _, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
     x = np.arange(len(layers) + 1)
     markers = "osD^vP*Xh<>"
-    colours = plt.get_cmap("tab20").colors
+    many = len(cascades) > 10  # tab10 while its colours suffice, tab20 (paired shades) beyond
+    colours = plt.get_cmap("tab20" if many else "tab10").colors
     for k, (name, med) in enumerate(cascades.items()):
         y = np.concatenate([[1.0], med.detach().double().cpu().numpy()])
         thick = survives is not None and y[sum(n.startswith("fc") for n in layers) or len(layers)] >= survives
-        colour = colours[(2 * k) % 20 + (k // 10) % 2]
+        colour = colours[(2 * k) % 20 + (k // 10) % 2] if many else colours[k]
         ax.plot(x, y, marker=markers[k % len(markers)], ms=3.5, lw=2.2 if thick else 1.0, label=name, color=colour)
     if survives is not None:
         ax.axhline(survives, color="k", ls="--", lw=0.8)
@@ -742,7 +751,14 @@ def class_sensitivity(rows: Sequence[Mapping[str, Any]], blind: float | None = N
         "median r(map for the predicted class, map for another class)  —  1: the class does not matter", fontsize=8
     )
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.set_ylabel("method", fontsize=8)
+    ax.set_title(
+        f"class sensitivity (dashed: the class-blind flag at r = {blind})"
+        if blind is not None
+        else "class sensitivity",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="model, variant", title_fontsize=7)
     return fig
 
 

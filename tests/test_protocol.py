@@ -174,3 +174,21 @@ def test_command_line_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFix
     assert (tmp_path / "evaluation.csv").is_file() and list((tmp_path / "cache").glob("*.pt"))
     assert main([*argv, "--out", str(tmp_path)]) == 0
     assert "0 of 6 entries computed" in capsys.readouterr().out
+
+
+def test_rescoring_on_a_sub_grid_and_the_curve_peaks(quick: protocol.Evaluation) -> None:
+    key = ("fbi", "double-12c", "vgg")
+    iou = quick.entries[key]["iou"].double()
+    full = quick.mean_iou("double-12c", "vgg")
+    assert full["fbi"] == pytest.approx(quick.row(*key)["mean_iou"], rel=1e-12)
+    half = quick.mean_iou("double-12c", "vgg", [0.5, 0.1])  # 0.1 is column 1, 0.5 column 9 of 0.05 … 0.95
+    assert half["fbi"] == pytest.approx(float(iou[:, [1, 9]].mean() * 100), rel=1e-12)
+    assert half["reference: mask"] == 100 and half["reference: constant"] == 0
+    with pytest.raises(ValueError, match="not evaluated"):
+        quick.mean_iou("double-12c", "vgg", [0.33])
+    tau, peak = quick.peaks("double-12c", "vgg")["fbi"]
+    curve = iou.mean(0) * 100
+    assert peak == pytest.approx(float(curve.max())) and tau == pytest.approx(0.05 * (int(curve.argmax()) + 1))
+    row = quick.row(*key)
+    assert row["deletion_ci_low"] <= row["deletion_auc"] <= row["deletion_ci_high"]
+    assert row["faithfulness_images"] == len(quick.entries[key]["deletion"])
