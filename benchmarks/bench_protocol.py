@@ -82,10 +82,11 @@ def main() -> None:
         f"forward+backward pass of each model over its test split, {base:.1f} s in all; the protocol is "
         f"{total / base:.0f}× that.\n\n"
     )
-    text = head + "\n".join(rows) + "\n"
+    title = f"{SECTION} ({device.type})"
+    text = f"{title}\n\n{head}" + "\n".join(rows) + "\n"
     print(text)
     if args.write:
-        write_section(f"{SECTION} ({device.type})", text)
+        write_section(title, text)
 
 
 if __name__ == "__main__":
