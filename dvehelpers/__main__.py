@@ -48,7 +48,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     paths = ev.write(args.out)
     print(ev.summary())
     print(f"\n{len(ev.computed)} of {len(ev.entries)} entries computed, the rest read from the cache")
-    print(f"results -> {paths[0].parent}/ ({', '.join(p.name for p in paths[:3])} and {len(paths) - 3} figures)")
+    print(f"results -> {paths[0].parent}/ ({', '.join(p.name for p in paths[:4])} and {len(paths) - 4} figures)")
     return 0
 
 

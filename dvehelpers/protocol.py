@@ -560,7 +560,7 @@ class Evaluation:
         return table(rows, header, "mean IoU ×100 on the an8Flower-synth test splits (top-1 class explained)", fmts)
 
     def write(self, out: str | Path | None = None) -> list[Path]:
-        """Write ``evaluation.csv`` (every number), ``evaluation.md`` (the summary and the full table),
+        """Write ``evaluation.csv`` (every number), ``evaluation.md`` (the summary and the full table), ``summary.txt``,
         ``per_class.csv`` and the figures (IoU curves per variant and model, the randomisation cascade and the
         class sensitivity) to ``out`` (default :func:`default_results`); returns the paths."""
         from . import viz
@@ -590,6 +590,7 @@ class Evaluation:
             "",
         ]
         paths.append(_write_text(out / "evaluation.md", "\n".join(md)))
+        paths.append(_write_text(out / "summary.txt", str(self.summary())))
         for name, fig in viz.evaluation_figures(self).items():
             paths.append(out / f"{name}.png")
             fig.savefig(paths[-1], dpi=90, bbox_inches="tight")

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,16 +163,19 @@ def gallery(out: Path, size: int = 224) -> list[Path]:
     return paths
 
 
-def run_all(notebooks: Path, out: Path, full: bool = False) -> int:
-    """The main job: the an8Flower evaluation (table and figures to ``results/``), every
-    ``notebooks/[0-9][0-9]_*.ipynb`` executed in order into ``out`` (at ``DVE_QUICK`` sizes unless ``full``: the
-    committed notebooks already hold a full run), the method galleries, and the evaluation's summary table."""
-    from .protocol import run
+def run_all(notebooks: Path, out: Path, full: bool = False, evaluate_args: Sequence[str] = ()) -> int:
+    """The main job: the an8Flower evaluation (``python -m dvehelpers evaluate [evaluate_args]`` in its own process;
+    table and figures to ``results/``), every ``notebooks/[0-9][0-9]_*.ipynb`` executed in order into ``out`` (at
+    ``DVE_QUICK`` sizes unless ``full``: the committed notebooks already hold a full run), the method galleries, and
+    the evaluation's summary table."""
+    from .protocol import default_results
 
     start = time.monotonic()
     print("[1/3] the an8Flower evaluation (cached in results/cache; a re-run is incremental)", flush=True)
-    ev = run()
-    written = ev.write()
+    # its own process: a kernel started from a process that has just run ten minutes of torch work was seen to hang
+    code = subprocess.call([sys.executable, "-m", "dvehelpers", "evaluate", *evaluate_args])
+    if code:
+        return code
     paths = sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
     quick = os.environ.get("DVE_QUICK")
     if not full:
@@ -189,7 +195,8 @@ def run_all(notebooks: Path, out: Path, full: bool = False) -> int:
     size = 64 if os.environ.get("DVE_QUICK") == "1" else 224
     figures = gallery(out, size)
     print(f"galleries -> {', '.join(p.name for p in figures)} in {out}/")
-    print(f"\n{ev.summary()}\n")
-    print(f"evaluation -> {written[0].parent}/ (evaluation.md, evaluation.csv, per_class.csv, figures)")
+    results = default_results()
+    print(f"\n{(results / 'summary.txt').read_text()}\n")
+    print(f"evaluation -> {results}/ (evaluation.md, evaluation.csv, per_class.csv, figures)")
     print(f"done in {_duration(time.monotonic() - start)}; executed notebooks and HTML in {out}/")
     return 0

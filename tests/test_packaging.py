@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,19 +67,14 @@ def test_cli_lists_every_method_with_its_parameters(capsys: pytest.CaptureFixtur
 def test_run_evaluates_executes_notebooks_and_draws_the_galleries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dvehelpers import protocol
+    from dvehelpers import run as run_module
 
     monkeypatch.delenv("DVE_QUICK", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no ImageNet weights: only the sanity figure
     monkeypatch.setenv("DVE_RESULTS", str(tmp_path / "results"))
-    real = protocol.run
-    asked = []
-
-    def small_run(**kw: object) -> protocol.Evaluation:  # the wiring, on one method, variant and model
-        asked.append(kw)
-        return real(["gradcam"], variants=["single-6c"], archs=["alexnet"], sizes=protocol.Sizes.default(True))
-
-    monkeypatch.setattr(protocol, "run", small_run)
+    calls: list[list[str]] = []
+    real_call = run_module.subprocess.call
+    monkeypatch.setattr(run_module.subprocess, "call", lambda cmd: calls.append(cmd) or real_call(cmd))
     nbdir = tmp_path / "nb"
     nbdir.mkdir()
     cell = {
@@ -96,12 +92,13 @@ def test_run_evaluates_executes_notebooks_and_draws_the_galleries(
     }
     (nbdir / "00_demo.ipynb").write_text(json.dumps(nb))
     build = tmp_path / "build"
-    assert main(["run", "--notebooks", str(nbdir), "--out", str(build)]) == 0
+    small = ["--quick", "--methods", "gradcam", "--variants", "single-6c", "--archs", "alexnet"]  # the wiring only
+    assert run_module.run_all(nbdir, build, evaluate_args=small) == 0
     import os
 
     import dvehelpers as dh
 
-    assert asked == [{}]  # the full protocol's defaults
+    assert calls == [[sys.executable, "-m", "dvehelpers", "evaluate", *small]]  # in its own process
     assert (tmp_path / "results" / "evaluation.md").is_file()
     executed = json.loads((build / "00_demo.ipynb").read_text())
     # executed at DVE_QUICK sizes by default, and the variable is restored afterwards
@@ -115,6 +112,15 @@ def test_run_evaluates_executes_notebooks_and_draws_the_galleries(
     out = capsys.readouterr().out
     assert out.rstrip().splitlines()[-1].startswith("done in")
     assert "mean IoU ×100 on the an8Flower-synth test splits" in out and "reference: mask" in out
+
+
+def test_make_run_runs_the_full_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dvehelpers import run as run_module
+
+    seen = []
+    monkeypatch.setattr(run_module, "run_all", lambda nb, out, full: seen.append((nb, out, full)) or 0)
+    assert main(["run"]) == 0 and main(["run", "--full"]) == 0
+    assert [s[2] for s in seen] == [False, True] and seen[0][1].name == "build"
 
 
 def test_cli_interpret_fits_each_shipped_model(
