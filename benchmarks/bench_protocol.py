@@ -59,11 +59,7 @@ def main() -> None:
         ev = protocol.run(device=device, sizes=sizes, cache=args.cache or tmp)
         wall = time.perf_counter() - t0
     base = baseline_seconds(device, sizes)
-    recorded = {}
-    for (label, _, _), e in ev.entries.items():
-        per = recorded.setdefault(label, dict.fromkeys(PARTS, 0.0))
-        for part, s in e["seconds"].items():
-            per[part] += s
+    recorded = {label: {**dict.fromkeys(PARTS, 0.0), **parts} for label, parts in ev.seconds(cached=True).items()}
     total = sum(sum(p.values()) for p in recorded.values())
     rows = [
         "| job | " + " | ".join(PARTS) + " | total s | share | × baseline |",

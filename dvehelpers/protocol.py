@@ -222,84 +222,69 @@ def _balanced(labels: Tensor, per_class: int) -> Tensor:
     return torch.cat([one_per_class(labels, k) for k in range(n)])
 
 
-def _score(
-    s: _Set, maps: Tensor, sizes: Sizes, thresholds: Tensor | None, batch_size: int, baseline: Mapping[str, str]
-) -> tuple[dict[str, Any], dict[str, float]]:
+@dataclass(frozen=True)
+class _Settings:
+    """What every entry of one run shares (all of it is in the cache key)."""
+
+    sizes: Sizes
+    thresholds: Tensor
+    seed: int
+    batch_size: int
+    baseline: Mapping[str, str]
+
+
+def _score(s: _Set, maps: Tensor, cfg: _Settings) -> tuple[dict[str, Any], dict[str, float]]:
     """The localisation and faithfulness part of an entry, from the maps of the whole test set."""
     from .evaluate import per_image_iou
     from .metrics import POINTING, deletion_insertion, max_on
 
     t0 = time.perf_counter()
     masks = s.masks.to(maps.device)
-    out: dict[str, Any] = {"iou": per_image_iou(maps, masks, thresholds).float().cpu()}
+    out: dict[str, Any] = {"iou": per_image_iou(maps, masks, cfg.thresholds).float().cpu()}
     out["pointing"] = {c: max_on(maps, s.regions[c]).cpu() for c in POINTING}
     t1 = time.perf_counter()
     f = s.faithful.to(maps.device)
     for mode in ("deletion", "insertion"):
         curves = deletion_insertion(
-            s.model, s.images[f], maps[f], s.predicted[f], mode, sizes.steps, baseline[mode], 4 * batch_size
+            s.model, s.images[f], maps[f], s.predicted[f], mode, cfg.sizes.steps, cfg.baseline[mode], 4 * cfg.batch_size
         )
         out[mode] = curves.probability.float().cpu()
     return out, {"scores": t1 - t0, "faithfulness": time.perf_counter() - t1}
 
 
-def _method_entry(
-    s: _Set,
-    method: str,
-    params: dict[str, Any],
-    sizes: Sizes,
-    thresholds: Tensor | None,
-    seed: int,
-    batch_size: int,
-    baseline: Mapping[str, str],
-) -> dict[str, Any]:
-    with warnings.catch_warnings():
-        # vebi's notice that a class has fewer relevant features than k (notebook 03) would repeat for every batch
-        warnings.filterwarnings("ignore", message=r"k=\d+ is more than the number of relevant features")
-        return _method_parts(s, method, params, sizes, thresholds, seed, batch_size, baseline)
-
-
-def _method_parts(
-    s: _Set,
-    method: str,
-    params: dict[str, Any],
-    sizes: Sizes,
-    thresholds: Tensor | None,
-    seed: int,
-    batch_size: int,
-    baseline: Mapping[str, str],
-) -> dict[str, Any]:
+def _method_entry(s: _Set, method: str, params: dict[str, Any], cfg: _Settings) -> dict[str, Any]:
     from .evaluate import class_sensitivity, heatmaps
     from .registry import METHODS
     from .sanity import cascade
 
-    t0 = time.perf_counter()
-    maps = heatmaps(s.model, s.images, method, params, s.predicted, batch_size)
-    seconds = {"maps": time.perf_counter() - t0}
-    out, more = _score(s, maps, sizes, thresholds, batch_size, baseline)
-    seconds.update(more)
-    del maps
-    sane = s.images[s.sane.to(s.images.device)]
-    t1 = time.perf_counter()
-    if METHODS[method].class_specific:
-        sens = class_sensitivity(s.model, sane, method, params, batch_size, progress=False)
-        out["sensitivity"] = {"r": sens.r.float().cpu(), "empty": sens.empty.cpu()}
-    t2 = time.perf_counter()
-    cas = cascade(s.model, sane, method, params, s.predicted[s.sane.to(s.predicted.device)], seed, batch_size)
+    with warnings.catch_warnings():
+        # vebi's notice that a class has fewer relevant features than k (notebook 03) would repeat for every batch
+        warnings.filterwarnings("ignore", message=r"k=\d+ is more than the number of relevant features")
+        t0 = time.perf_counter()
+        maps = heatmaps(s.model, s.images, method, params, s.predicted, cfg.batch_size)
+        seconds = {"maps": time.perf_counter() - t0}
+        out, more = _score(s, maps, cfg)
+        seconds.update(more)
+        del maps
+        sane, targets = s.images[s.sane.to(s.images.device)], s.predicted[s.sane.to(s.predicted.device)]
+        t1 = time.perf_counter()
+        if METHODS[method].class_specific:
+            sens = class_sensitivity(s.model, sane, method, params, cfg.batch_size, progress=False)
+            out["sensitivity"] = {"r": sens.r.float().cpu(), "empty": sens.empty.cpu()}
+        t2 = time.perf_counter()
+        cas = cascade(s.model, sane, method, params, targets, cfg.seed, cfg.batch_size)
     out["cascade"] = {"layers": cas.layers, "r": cas.r.float().cpu()}
     seconds.update({"sensitivity": t2 - t1, "randomisation": time.perf_counter() - t2})
     out["seconds"] = seconds
     return out
 
 
-def _reference_entry(
-    s: _Set, kind: str, sizes: Sizes, thresholds: Tensor | None, seed: int, batch_size: int, baseline: Mapping[str, str]
-) -> dict[str, Any]:
+def _reference_entry(s: _Set, kind: str, cfg: _Settings) -> dict[str, Any]:
     from .evaluate import reference_maps
 
     t0 = time.perf_counter()
-    maps = reference_maps(kind, s.masks, s.grid if kind == "mask_lowres" else None, seed).to(s.images.device)
-    out, seconds = _score(s, maps, sizes, thresholds, batch_size, baseline)
+    maps = reference_maps(kind, s.masks, s.grid if kind == "mask_lowres" else None, cfg.seed).to(s.images.device)
+    out, seconds = _score(s, maps, cfg)
     out["seconds"] = {"maps": time.perf_counter() - t0 - sum(seconds.values()), **seconds}
     return out
 
@@ -331,6 +316,7 @@ class Evaluation:
     thresholds: Tensor
     seed: int = 0
     computed: list[tuple[str, str, str]] = field(default_factory=list)
+    _rows: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def variants(self) -> list[str]:
@@ -348,7 +334,13 @@ class Evaluation:
         return label.startswith("reference: ")
 
     def row(self, label: str, variant: str, arch: str) -> dict[str, Any]:
-        """The table's numbers for one entry (NaN where a part does not apply)."""
+        """The table's numbers for one entry (NaN where a part does not apply); computed once (the bootstraps)."""
+        key = (label, variant, arch)
+        if key not in self._rows:
+            self._rows[key] = self._row(*key)
+        return dict(self._rows[key])
+
+    def _row(self, label: str, variant: str, arch: str) -> dict[str, Any]:
         from .metrics import auc
 
         e = self.entries[(label, variant, arch)]
@@ -473,11 +465,12 @@ class Evaluation:
                 return list(e["cascade"]["layers"])
         return []
 
-    def seconds(self) -> dict[str, dict[str, float]]:
+    def seconds(self, cached: bool = False) -> dict[str, dict[str, float]]:
         """Wall time per method and part (maps, scores, faithfulness, sensitivity, randomisation), summed over
-        variants and models, for the entries computed in this call (cached ones cost nothing)."""
+        variants and models, for the entries computed in this call — or, with ``cached``, for every entry, as
+        recorded when it was computed."""
         out: dict[str, dict[str, float]] = {}
-        for key in self.computed:
+        for key in self.entries if cached else self.computed:
             per = out.setdefault(key[0], {})
             for part, s in self.entries[key]["seconds"].items():
                 per[part] = per.get(part, 0.0) + s
@@ -741,6 +734,7 @@ def run(
     store = Cache(folder)
     dev = torch.device(device) if device is not None else default_device()
     baseline = {**BASELINE, **(baseline or {})}
+    cfg = _Settings(sizes, t, seed, batch_size, baseline)
     protocol = {
         "version": PROTOCOL_VERSION,
         "sizes": asdict(sizes),
@@ -764,9 +758,9 @@ def run(
                 entry = store.get(key)
                 if entry is None:
                     if method is None:
-                        entry = _reference_entry(s, label.split(": ")[1], sizes, t, seed, batch_size, baseline)
+                        entry = _reference_entry(s, label.split(": ")[1], cfg)
                     else:
-                        entry = _method_entry(s, method, params, sizes, t, seed, batch_size, baseline)
+                        entry = _method_entry(s, method, params, cfg)
                     store.put(key, entry)
                     result.computed.append((label, variant, arch))
                 result.entries[(label, variant, arch)] = entry
