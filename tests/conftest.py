@@ -92,3 +92,45 @@ def model(arch: str) -> nn.Module:
 @pytest.fixture
 def images() -> torch.Tensor:
     return seeded_images(0, b=3)
+
+
+# ---------------------------------------------------------------- comparing thresholded results across runs
+#
+# Two runs of one computation in float32 that differ only in batch size (or device) agree to rounding, not bit for
+# bit: a convolution sums in another order. A heat value within rounding of a threshold can then land on either
+# side of it, and an arg-max between two logits within rounding can go either way. Such comparisons are made only
+# where the inputs decide them: maps to float tolerance, thresholded scores where no value is that close to a
+# threshold, arg-maxes where the top two are farther apart than that.
+
+
+def assert_iou_agrees(
+    heat_a: torch.Tensor,
+    heat_b: torch.Tensor,
+    iou_a: torch.Tensor,
+    iou_b: torch.Tensor,
+    thresholds: torch.Tensor | None = None,
+    tol: float = 1e-5,
+    min_share: float = 0.5,
+) -> None:
+    """``heat_a`` ≈ ``heat_b`` within ``tol``, and their per-image IoU curves (``iou_a``, ``iou_b``, B×T) equal for
+    every (image, threshold) pair at which no pixel of either normalised map lies within ``tol`` of the threshold
+    (there the two maps threshold identically, so their IoUs must be equal). At least ``min_share`` of the pairs
+    must be compared, so that the check cannot pass vacuously."""
+    from dvehelpers.evaluate import THRESHOLDS
+
+    torch.testing.assert_close(heat_a, heat_b, rtol=0, atol=tol)
+    t = (THRESHOLDS if thresholds is None else thresholds).to(torch.float64)
+    near = torch.zeros(iou_a.shape, dtype=torch.bool)
+    for heat in (heat_a, heat_b):
+        h = dh.maps.normalize(heat.double()).flatten(1).cpu()
+        near |= ((h[:, :, None] - t[None, None, :]).abs() <= 2 * tol).any(1)
+    decided = ~near
+    assert decided.double().mean() >= min_share, f"only {int(decided.sum())} of {decided.numel()} pairs decided"
+    assert torch.equal(iou_a.cpu()[decided], iou_b.cpu()[decided]), "IoUs differ where no value is near a threshold"
+
+
+def decided_top1(logits: torch.Tensor, tol: float = 1e-4) -> torch.Tensor:
+    """Per row, whether the top-1 class leads the runner-up by more than ``tol`` (an arg-max that rounding in
+    another batch size cannot flip)."""
+    top2 = logits.topk(2, dim=1).values
+    return (top2[:, 0] - top2[:, 1]) > tol

@@ -32,11 +32,14 @@ def test_output_contract(arch: str, name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_batch_equals_one_by_one_with_per_sample_targets(arch: str, name: str) -> None:
-    model, x = trained_like(arch), seeded_images(2, b=4, dtype=torch.float32)
+    # float64: FBI's masks and top-k maps and vebi's top-k features select by comparing values, and a batch sums a
+    # convolution in another order than one image; in float32 a near-tie may fall either way (then a whole entry
+    # differs), in float64 rounding sits ~1e-16 below any gap these random images produce
+    model, x = small(arch, seed=0), seeded_images(2, b=4)
     targets, params = torch.tensor([5, 0, 3, 3]), method_params(name, model)
     batch = dh.explain(name, model, x, targets, **params)
     single = torch.cat([dh.explain(name, model, x[i : i + 1], int(targets[i]), **params) for i in range(4)])
-    torch.testing.assert_close(batch, single, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(batch, single, rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if dh.METHODS[n].class_specific])
@@ -146,9 +149,19 @@ def test_memory_is_flat_over_200_calls(name: str) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", ALL)
 def test_cpu_and_cuda_agree(name: str) -> None:
-    model, x = trained_like("vgg"), seeded_images(8, b=3, dtype=torch.float32)
+    # float64: the same maps to rounding. Every method selects somewhere (a ReLU's sign, FBI's masks and top-k maps,
+    # vebi's top-k features), and two devices sum in different orders (cuDNN may even use TF32 in float32), so
+    # in float32 a near-tie may fall either way and move a whole entry; there only the maps' agreement as a whole
+    # is checked
+    targets = torch.tensor([0, 2, 5])
+    model, x = small("vgg", seed=0), seeded_images(8, b=3)
     params = method_params(name, model)
-    cpu = dh.explain(name, model, x, torch.tensor([0, 2, 5]), **params)
-    gpu = dh.explain(name, model.cuda(), x.cuda(), torch.tensor([0, 2, 5]).cuda(), **params)
+    cpu = dh.explain(name, model, x, targets, **params)
+    gpu = dh.explain(name, model.cuda(), x.cuda(), targets.cuda(), **params)
     assert gpu.device.type == "cuda"
-    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=2e-3)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-7, atol=1e-8)
+    model32, x32 = trained_like("vgg"), seeded_images(8, b=3, dtype=torch.float32)
+    params = method_params(name, model32)
+    cpu = dh.explain(name, model32, x32, targets, **params)
+    gpu = dh.explain(name, model32.cuda(), x32.cuda(), targets.cuda(), **params).cpu()
+    assert (dh.evaluate.correlation(gpu, cpu) > 0.95).all() and (gpu - cpu).abs().mean() < 1e-2

@@ -9,6 +9,8 @@ import torch
 
 from dvehelpers import evaluate
 
+from .conftest import assert_iou_agrees, decided_top1
+
 
 def square(h0: int, h1: int, w0: int, w1: int, size: int = 20) -> torch.Tensor:
     m = torch.zeros(size, size, dtype=torch.bool)
@@ -78,9 +80,14 @@ def test_evaluate_loop_equals_per_batch_scores_and_explain() -> None:
         model, images, masks, ["gradcam", "activation"], target=labels, batch_size=4, progress=False
     )
     assert set(res) == {"gradcam", "activation"} and res["gradcam"].shape == (10, 19)
-    expected = evaluate.per_image_iou(dh.explain("gradcam", model, images, labels), masks)
-    torch.testing.assert_close(res["gradcam"], expected)
-    assert evaluate.summary(res)["gradcam"] == pytest.approx(float(expected.mean() * 100))
+    # batches of 4 score exactly what explaining them gives (same batches, same arithmetic) ...
+    batched = evaluate.heatmaps(model, images, "gradcam", target=labels, batch_size=4)
+    torch.testing.assert_close(res["gradcam"], evaluate.per_image_iou(batched, masks), rtol=0, atol=0)
+    # ... and agree with one batch of 10 wherever rounding cannot move a pixel across a threshold
+    whole = dh.explain("gradcam", model, images, labels)
+    expected = evaluate.per_image_iou(whole, masks)
+    assert_iou_agrees(batched, whole, res["gradcam"], expected)
+    assert evaluate.summary(res)["gradcam"] == pytest.approx(float(expected.mean() * 100), abs=0.05)
 
 
 def test_salient_area_counts_the_normalised_hot_pixels() -> None:
@@ -147,6 +154,9 @@ def test_class_sensitivity_reads_one_for_a_class_agnostic_method_and_matches_a_l
     assert agnostic.r.shape == (3, 5) and torch.equal(agnostic.r, torch.ones(3, 5, dtype=torch.float64))
     assert not agnostic.empty.any() and agnostic.mean() == 1.0
     got = evaluate.class_sensitivity(model, x, "gradcam", {"layer": "relu4_2"}, batch_size=2, progress=False)
+    # class_sensitivity takes the top-1 class in batches of 2, the loop below from all 3 at once: the premise is
+    # that rounding cannot flip it
+    assert decided_top1(dh.train.logits(model, x)).all()
     top1 = dh.train.predict(model, x)
     for i in range(3):  # one image and one class at a time, the other classes in offset order
         ref = dh.explain("gradcam", model, x[i : i + 1], int(top1[i]), layer="relu4_2")
@@ -199,10 +209,14 @@ def test_heatmaps_and_labelled_jobs_equal_explain_on_the_whole_set() -> None:
     assert list(res) == ["cam 4", "cam 5"]
     scores = evaluate.summary(res)
     assert list(scores.values()) == sorted(scores.values(), reverse=True)  # best first
-    torch.testing.assert_close(res["cam 4"], evaluate.per_image_iou(heat, masks))
-    torch.testing.assert_close(
-        res["cam 5"], evaluate.per_image_iou(dh.explain("gradcam", model, images, labels), masks)
-    )
+    # the same batches of 3: the same arithmetic, so the very same IoUs
+    torch.testing.assert_close(res["cam 4"], evaluate.per_image_iou(heat, masks), rtol=0, atol=0)
+    # batches of 3 against one batch of 7: the maps agree to rounding, and so do the IoUs wherever rounding cannot
+    # move a pixel across a threshold (a heat value on a threshold may land on either side of it)
+    batched = evaluate.heatmaps(model, images, "gradcam", target=labels, batch_size=3)
+    whole = dh.explain("gradcam", model, images, labels)
+    torch.testing.assert_close(res["cam 5"], evaluate.per_image_iou(batched, masks), rtol=0, atol=0)
+    assert_iou_agrees(batched, whole, res["cam 5"], evaluate.per_image_iou(whole, masks))
 
 
 def test_per_class_means_by_hand() -> None:

@@ -15,7 +15,7 @@ from dvehelpers import experiments
 from dvehelpers.evaluate import THRESHOLDS, per_image_iou
 from dvehelpers.experiments import BlurTest, blur_test, gaussian_blur, map_iou, median_seconds
 
-from .conftest import small, snapshot
+from .conftest import decided_top1, small, snapshot
 
 # ---------------------------------------------------------------- gaussian_blur
 
@@ -200,7 +200,9 @@ def test_blur_test_equals_the_experiment_written_out_and_leaves_no_trace() -> No
         x = images if sigma == 0 else gaussian_blur(images, sigma)
         heat = maps(x)
         with torch.no_grad():
-            assert torch.equal(got.correct[k], model(x).argmax(1) == labels)
+            logits = model(x)  # all 4 at once, blur_test's predict in one batch too: the premise is a decided top-1
+        assert decided_top1(logits).all()
+        assert torch.equal(got.correct[k], logits.argmax(1) == labels)
         torch.testing.assert_close(got.same_map[k], map_iou(heat, base))
         torch.testing.assert_close(got.mask_iou[k], per_image_iou(heat, masks).mean(1))
     assert got.accuracy()[0] == 0.75 and got.correct[0].tolist() == [False, True, True, True]
