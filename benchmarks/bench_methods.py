@@ -1,21 +1,23 @@
 """Throughput of every method as ratios to one forward+backward pass, and beside peer libraries.
 
-Model: torchvision VGG-16 with random weights (no download), 224×224 inputs, batch 8. Every timed job runs
+Model (``--model``): torchvision VGG-16 (default) or ResNet-50 with random weights (no download), 224×224 inputs,
+batch 8. Every timed job runs
 ``--repeats`` times, the jobs interleaved round by round so that machine noise hits them alike; we report
 medians and ratios to the baseline measured in the same run:
 
 * ``fwd+bwd``: one forward pass and one backward pass to the input (``torch.autograd.grad`` of the target
   logits, weights frozen) — the practical floor of any gradient method;
 * ``forward``: one forward pass under ``torch.no_grad``;
-* ``forward to pool5``: the convolutional part only (``features``, up to and including pool5) under
-  ``torch.no_grad`` — what Fourier DVE runs before its own work at 224² (its default layer there is pool5).
+* ``forward to pool5``: the convolutional part only (VGG-16's ``features``, up to and including pool5; ResNet-50 up
+  to ``layer4``) under ``torch.no_grad`` — what Fourier DVE runs before its own work at 224² (its default layer).
 
 ``vebi`` runs with a synthetic interpretation (5 relevant features per class, drawn uniformly from all features).
 
 Peers: Captum's ``LayerGradCam`` (+ bilinear ``interpolate``) and ``GuidedBackprop``; pytorch-grad-cam's
-``GradCAM`` and ``GuidedBackpropReLUModel`` (which takes one image at a time). Run from the repository root:
-``python benchmarks/bench_baselines.py [--device cuda] [--repeats 5] [--write]``; ``--write`` replaces this
-script's section of ``benchmarks/RESULTS.md``.
+``GradCAM`` and ``GuidedBackpropReLUModel`` (which takes one image at a time), at the same layer (VGG-16's
+``relu5_3``, ResNet-50's ``layer4``). Run from the repository root:
+``python benchmarks/bench_methods.py [--model resnet50] [--device cuda] [--repeats 5] [--write]``; ``--write``
+replaces this script's section of ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -30,12 +32,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torchvision.models as tvm
+from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam
+from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 import dvehelpers as dh
+from dvehelpers.atomic import write_text
+from dvehelpers.methods import vebi
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-SECTION = "## Methods on VGG-16"
+SECTION = "## Methods on"
+#: --model -> (label, builder, the peers' layer as a module path, the convolutional part before global pooling)
+MODELS = {
+    "vgg16": ("VGG-16", lambda: dh.models.build("vgg16", 1000), "features.29", lambda m: m.features),
+    "resnet50": (
+        "ResNet-50",
+        lambda: tvm.resnet50(weights=None).eval(),
+        "layer4",
+        lambda m: nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4),
+    ),
+}
 POOL5 = "forward to pool5"
 #: The jobs every table's ratio columns divide by.
 BASELINES = ("fwd+bwd", "forward", POOL5, "captum LayerGradCam")
@@ -46,14 +64,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> dict[str, Callable[[], object]]:
-    from captum.attr import GuidedBackprop, LayerAttribution, LayerGradCam
-    from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
+def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, arch: str) -> dict[str, Callable[[], object]]:
+    _, _, layer_path, convolutional = MODELS[arch]
     frozen = copy.deepcopy(model).requires_grad_(False)
+    body = convolutional(frozen)
     peer = dh.models.without_inplace(model)  # hook-based peers need out-of-place ReLUs
-    layer = peer.get_submodule("features.29")  # relu5_3
+    layer = peer.get_submodule(layer_path)
     captum_cam = LayerGradCam(peer, layer)
     captum_gb = GuidedBackprop(peer)
     pgc_cam = GradCAM(model=peer, target_layers=[layer])
@@ -70,7 +86,7 @@ def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> dict[str, 
 
     def forward_to_pool5() -> object:
         with torch.no_grad():
-            return frozen.features(x)
+            return body(x)
 
     def captum_gradcam() -> object:
         attr = captum_cam.attribute(x, target=targets, relu_attributions=True)
@@ -98,8 +114,6 @@ def synthetic_interpretation(model: nn.Module, size: int, per_class: int = 5) ->
     """vebi needs a fitted interpretation; ImageNet training data is not here, so time it with one whose W has
     ``per_class`` relevant features per class drawn uniformly from all features (the time depends on which layers
     the top-k features sit in, not on how they were found)."""
-    from dvehelpers.methods import vebi
-
     layout = vebi.feature_layout(model, size=size)
     classes = dh.models.num_classes(model)
     g = torch.Generator().manual_seed(0)
@@ -159,6 +173,7 @@ def table(times: dict[str, list[float]], batch: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="vgg16", choices=list(MODELS))
     ap.add_argument("--device", default=str(dh.device()))
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
@@ -173,17 +188,18 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")  # peers' and KL-DVE's notices would interleave with the table
     device = torch.device(args.device)
-    model = dh.models.build("vgg16", 1000).to(device)
+    label, build, _, _ = MODELS[args.model]
+    model = build().to(device)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=g).to(device)
     targets = torch.randint(0, 1000, (args.batch,), generator=g).to(device)
-    todo = jobs(model, x, targets)
+    todo = jobs(model, x, targets, args.model)
     if args.only:
         todo = {k: f for k, f in todo.items() if k in BASELINES or k.startswith(tuple(args.only))}
     times = measure(todo, args.repeats, device)
-    title = f"{SECTION} ({device.type})" + (f": {', '.join(args.only)}" if args.only else "")
+    title = f"{SECTION} {label} ({device.type})" + (f": {', '.join(args.only)}" if args.only else "")
     head = (
-        f"{title}\n\nVGG-16, random weights, batch {args.batch}, {args.size}², "
+        f"{title}\n\n{label}, random weights, batch {args.batch}, {args.size}², "
         f"{args.repeats} interleaved rounds, medians. Machine: {machine(device)}. "
         f"Date: {time.strftime('%Y-%m-%d')}.\n"
     )
@@ -199,9 +215,7 @@ def write_section(title: str, text: str) -> None:
     parts = old.split("\n## ")
     kept = [parts[0].rstrip("\n")] + [p for p in parts[1:] if not ("## " + p).startswith(title)]
     body = "\n\n## ".join(kept) + "\n\n" + text
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(body)
-    tmp.replace(RESULTS)
+    write_text(RESULTS, body)
 
 
 if __name__ == "__main__":

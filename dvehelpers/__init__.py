@@ -2,35 +2,23 @@
 
 >>> import dvehelpers as dh
 >>> heatmaps = dh.explain("gradcam", model, images, target=None)   # B×H×W in [0, 1]
+
+The package's folders follow its architecture: :mod:`~dvehelpers.engine` (capture any classifier as a graph,
+record a forward pass, walk a signal back by rule sets), :mod:`~dvehelpers.methods` (one module per paper or
+baseline family, registered in :data:`METHODS`), :mod:`~dvehelpers.evaluate` (scores, metrics, sanity checks,
+experiments, the an8Flower protocol and its report), :mod:`~dvehelpers.data` (the rendered an8Flower analogue),
+:mod:`~dvehelpers.models` (builders, checkpoints, layers by name), :mod:`~dvehelpers.viz` and
+:mod:`~dvehelpers.widgets`.
 """
 
 from __future__ import annotations
 
-import os
-
-import torch
-
-from . import (
-    backprop,
-    data,
-    evaluate,
-    experiments,
-    geometry,
-    images,
-    maps,
-    methods,
-    metrics,
-    models,
-    protocol,
-    sanity,
-    trace,
-    train,
-    viz,
-    widgets,
-)
+from . import data, engine, evaluate, images, maps, methods, models, train, viz, widgets
+from .devices import device
+from .evaluate import experiments, metrics, protocol, sanity
 from .registry import METHODS, Method, Param, explain, register
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "device",
     "explain",
@@ -38,10 +26,8 @@ __all__ = [
     "METHODS",
     "Method",
     "Param",
+    "engine",
     "models",
-    "trace",
-    "geometry",
-    "backprop",
     "maps",
     "methods",
     "data",
@@ -56,11 +42,3 @@ __all__ = [
     "widgets",
     "__version__",
 ]
-
-
-def device() -> torch.device:
-    """``cuda`` when a GPU is available, else ``cpu``; the ``DVE_DEVICE`` environment variable overrides."""
-    name = os.environ.get("DVE_DEVICE")
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

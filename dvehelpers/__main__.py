@@ -1,4 +1,4 @@
-"""Command line: ``python -m dvehelpers methods | run | evaluate | render | train | interpret | bench``."""
+"""Command line: ``python -m dvehelpers methods | layers | run | evaluate | render | train | interpret | bench``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torchvision.models as tvm
+from torch import nn
+
+from .data import SPLITS, VARIANTS, An8Flower
+from .evaluate.protocol import ARCHS, Sizes, run
+from .methods.vebi import fit_shipped
+from .models import ARCHS as BUILT
+from .models import build, default_size, layer_table, load
+from .registry import METHODS
+from .run import run_all
+from .train import train_and_save
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from . import METHODS
-
     for m in METHODS.values():
         kind = "class-specific" if m.class_specific else "class-agnostic"
         print(f"{m.name:20s} {m.paper} ({kind}): {m.doc}")
@@ -22,9 +32,37 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from .run import run_all
+def model_for(name: str) -> nn.Module:
+    """A model to inspect by name: a shipped or ImageNet checkpoint or a file (:func:`dvehelpers.models.load`), an
+    architecture of :func:`dvehelpers.models.build` or any torchvision classifier (``resnet50``), the last two
+    without weights (the layers do not depend on them)."""
+    if name in BUILT:
+        return build(name, 1000)
+    if name in tvm.list_models(tvm):
+        return tvm.get_model(name, weights=None).eval()
+    try:
+        return load(name)
+    except FileNotFoundError as err:
+        raise SystemExit(
+            f"{err}\nor an architecture: {', '.join(BUILT)}, or a torchvision classifier: "
+            f"{', '.join(tvm.list_models(tvm)[:8])}, …"
+        ) from None
 
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    model = model_for(args.model)
+    size = args.size or default_size(model)
+    rows = layer_table(model, size)
+    print(f"{type(model).__name__}: {len(rows)} layers for a {size}×{size} input (pass a name as layer=)")
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        shape = "×".join(map(str, r.shape))
+        where = "" if r.path == r.name else f"  ({r.path})"
+        print(f"{r.index:4d}  {r.name:{width}s}  {r.kind:16s} {shape:>14s}{where}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     return run_all(Path(args.notebooks), Path(args.out), full=args.full)
 
 
@@ -34,8 +72,6 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .protocol import ARCHS, Sizes, run
-
     ev = run(
         methods=_names(args.methods),
         variants=_names(args.variants) or ("single-6c", "double-12c"),
@@ -53,8 +89,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .data import SPLITS, VARIANTS, An8Flower
-
     for variant in args.variant or list(VARIANTS):
         for split in SPLITS:
             ds = An8Flower(variant, split, size=args.size, seed=args.seed, cache=args.cache)
@@ -63,8 +97,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train_and_save
-
     for variant in args.variant:
         for arch in args.arch:
             path = train_and_save(variant, arch, seed=args.seed, size=args.size, out=args.out)
@@ -73,8 +105,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_interpret(args: argparse.Namespace) -> int:
-    from .methods.vebi import fit_shipped
-
     for variant in args.variant:
         for arch in args.arch:
             print(f"saved {fit_shipped(variant, arch, seed=args.seed, mu=args.mu)}")
@@ -93,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dvehelpers", description="Deep Visual Explanation helpers")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("methods", help="list the registered methods and their parameters").set_defaults(fn=cmd_methods)
+    layers = sub.add_parser("layers", help="list a model's layers: name, kind, output shape (what layer= accepts)")
+    layers.add_argument(
+        "model", help="a shipped model, vgg16, efficientnet-lite0, a torchvision name (resnet50), a file"
+    )
+    layers.add_argument("--size", type=int, default=None, help="input side (default: the model's, 112 or 224)")
+    layers.set_defaults(fn=cmd_layers)
     run = sub.add_parser(
         "run", help="the evaluation (results/), every notebook executed into build/, the galleries, the table"
     )

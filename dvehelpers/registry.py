@@ -9,7 +9,7 @@ Adding a method is one module::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -86,9 +86,20 @@ class Param:
         return value
 
 
+#: A method's optional hook: what else its result depends on, for cache keys (e.g. a shipped file's checksum).
+IdentityHook = Callable[[nn.Module, Mapping[str, Any]], Any]
+#: A method's optional hook: its parameters for explaining randomised copies of a model (the sanity check).
+RandomisedHook = Callable[[nn.Module, Mapping[str, Any]], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Method:
-    """A registered method: ``fn(model, images, target=None, **params) -> Tensor[B, H, W]`` in [0, 1]."""
+    """A registered method: ``fn(model, images, target=None, **params) -> Tensor[B, H, W]`` in [0, 1].
+
+    Two optional hooks let the evaluation treat a method that carries state of its own (vebi's fitted
+    interpretation) without knowing its name: ``identity(model, params)`` says what else a result depends on (a
+    cache key reads it), ``randomised(model, params)`` gives the parameters for explaining a copy of the model
+    with randomised weights."""
 
     name: str
     fn: MethodFn
@@ -96,6 +107,16 @@ class Method:
     paper: str
     class_specific: bool
     doc: str
+    identity: IdentityHook | None = None
+    randomised: RandomisedHook | None = None
+
+    def cache_identity(self, model: nn.Module, params: Mapping[str, Any]) -> Any:
+        """What a result depends on beyond the method, its parameters and the model's weights (None: nothing)."""
+        return None if self.identity is None else self.identity(model, params)
+
+    def params_for_randomised(self, model: nn.Module, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters for explaining randomised copies of ``model`` (``params`` unless the method says)."""
+        return dict(params) if self.randomised is None else self.randomised(model, params)
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -126,15 +147,22 @@ METHODS = MappingProxyType(_METHODS)
 
 
 def register(
-    name: str, *, params: Sequence[Param] = (), paper: str, class_specific: bool
+    name: str,
+    *,
+    params: Sequence[Param] = (),
+    paper: str,
+    class_specific: bool,
+    identity: IdentityHook | None = None,
+    randomised: RandomisedHook | None = None,
 ) -> Callable[[MethodFn], MethodFn]:
-    """Register ``fn`` under ``name`` with its parameter specs; the first docstring line is its summary."""
+    """Register ``fn`` under ``name`` with its parameter specs (and the optional hooks of :class:`Method`); the
+    first docstring line is its summary."""
 
     def deco(fn: MethodFn) -> MethodFn:
         if name in _METHODS:
             raise ValueError(f"method {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _METHODS[name] = Method(name, fn, tuple(params), paper, class_specific, doc)
+        _METHODS[name] = Method(name, fn, tuple(params), paper, class_specific, doc, identity, randomised)
         return fn
 
     return deco

@@ -15,6 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from . import images, models, viz
+from .atomic import write_text
+from .data import VARIANTS, An8Flower, one_per_class
+from .devices import device
+from .evaluate.protocol import default_results
+from .registry import METHODS
+from .train import model_name
+
 __all__ = ["run_all", "execute_notebook", "gallery", "sections", "CellProgress"]
 
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
@@ -35,8 +45,6 @@ class CellProgress:
     """nbclient hooks that drive a tqdm bar: one step per code cell, the current section as description."""
 
     def __init__(self, nb: Any, name: str, width: int = 48) -> None:
-        from tqdm.auto import tqdm
-
         self.name, self.width = name, width
         self.sections = sections(nb.cells)
         total = sum(c.cell_type == "code" and bool(c.source.strip()) for c in nb.cells)
@@ -80,9 +88,9 @@ def execute_notebook(path: Path, out: Path, timeout: int = 3600) -> Path:
     seconds = time.monotonic() - start
     out.mkdir(parents=True, exist_ok=True)
     executed = out / path.name
-    _atomic_write(executed, nbformat.writes(nb))
+    write_text(executed, nbformat.writes(nb))
     html, _ = HTMLExporter().from_notebook_node(nb)
-    _atomic_write(executed.with_suffix(".html"), html)
+    write_text(executed.with_suffix(".html"), html)
     print(f"executed {path.name} in {_duration(seconds)} -> {executed}", flush=True)
     return executed
 
@@ -95,12 +103,6 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {rest} s"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def gallery(out: Path, size: int = 224) -> list[Path]:
     """The method gallery: every registered method on each shipped an8Flower model (three test images of
     different classes, mask outlined), and on ImageNet VGG-16 (scikit-image photos) when its weights are present.
@@ -109,10 +111,6 @@ def gallery(out: Path, size: int = 224) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from . import METHODS, device, images, models, viz
-    from .data import VARIANTS, An8Flower, one_per_class
-    from .train import model_name
 
     dev, paths = device(), []
     out.mkdir(parents=True, exist_ok=True)
@@ -168,8 +166,6 @@ def run_all(notebooks: Path, out: Path, full: bool = False, evaluate_args: Seque
     table and figures to ``results/``), every ``notebooks/[0-9][0-9]_*.ipynb`` executed in order into ``out`` (at
     ``DVE_QUICK`` sizes unless ``full``: the committed notebooks already hold a full run), the method galleries, and
     the evaluation's summary table."""
-    from .protocol import default_results
-
     start = time.monotonic()
     print("[1/3] the an8Flower evaluation (cached in results/cache; a re-run is incremental)", flush=True)
     # its own process: a kernel started from a process that has just run ten minutes of torch work was seen to hang

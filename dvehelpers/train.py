@@ -16,9 +16,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from . import models
+from .atomic import write_text
 from .data import VARIANTS, An8Flower
+from .version import __version__
 
 __all__ = ["train", "logits", "predict", "probabilities", "accuracy", "model_name", "train_and_save"]
 
@@ -73,8 +76,6 @@ def train(
     100 % for two epochs, or after ``patience`` epochs without a better one. Returns the model (eval mode,
     on the CPU) and its metadata.
     """
-    from tqdm.auto import tqdm
-
     dev = torch.device(device) if device is not None else torch.device("cpu")
     data = {s: An8Flower(variant, s, size=size, seed=seed, progress=progress).tensors() for s in ("train", "val")}
     (x, y), (xv, yv) = (data["train"][:2], data["val"][:2])
@@ -133,8 +134,6 @@ def train(
 
 def train_and_save(variant: str, arch: str, seed: int = 0, out: Path | None = None, **kwargs: Any) -> Path:
     """Train, measure accuracy on every split and on a test split of another seed, save checkpoint + metadata."""
-    from . import __version__
-
     model, meta = train(variant, arch, seed=seed, **kwargs)
     size = meta["image_size"]
     acc = {}
@@ -150,9 +149,7 @@ def train_and_save(variant: str, arch: str, seed: int = 0, out: Path | None = No
         if Path(sys.argv[0]).name == "__main__.py"
         else f"dvehelpers.train.train_and_save({variant!r}, {arch!r})",
     )
-    out = out or models.MODEL_DIR
+    out = out or models.checkpoints.MODEL_DIR
     path = models.save(model, Path(out) / f"{model_name(arch, variant)}.pt", arch, meta)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(path.with_suffix(".json"))
+    write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
     return path

@@ -27,6 +27,11 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from .maps import THRESHOLDS
+from .models import num_classes
+from .registry import METHODS, explain
+from .train import probabilities
+
 __all__ = [
     "HEAT_CMAP",
     "HEAT_LABEL",
@@ -58,7 +63,6 @@ __all__ = [
     "randomisation_curves",
     "class_sensitivity",
     "faithfulness_curves",
-    "evaluation_figures",
     "Table",
     "table",
 ]
@@ -170,7 +174,6 @@ def heat_colorbar(
 def method_title(name: str, params: Mapping[str, Any] | None = None) -> str:
     """``name``, then each parameter whose value differs from the registry default, one ``k=v`` per line
     (narrow columns never run into each other)."""
-    from .registry import METHODS
 
     defaults = METHODS[name].defaults if name in METHODS else {}
     changed = [f"{k}={v}" for k, v in (params or {}).items() if k not in defaults or defaults[k] != v]
@@ -185,8 +188,6 @@ def prediction_labels(
 ) -> list[str]:
     """A row label per image: ``true: c`` (when ``labels`` are given) and ``pred: ĉ (p)`` with its softmax
     probability — one ``name: ĉ (p)`` line per model when ``model`` is a mapping ``name -> model``."""
-    from .models import num_classes
-    from .train import probabilities
 
     models = model if isinstance(model, Mapping) else {"pred": model}
     first = next(iter(models.values()))
@@ -290,7 +291,6 @@ def compare_methods(
     probability; columns say the method and its non-default parameters. ``display``: the images as shown
     (e.g. before ImageNet normalisation); defaults to ``images``.
     """
-    from .registry import explain
 
     specs = [_spec(m) for m in methods]
     specs = [(name, {**(params or {}).get(name, {}), **p}) for name, p in specs]
@@ -314,7 +314,6 @@ def iou_curves(
     coincide stay visible; ``references`` (same form, e.g. from :func:`dvehelpers.evaluate.reference_maps`)
     are grey and dashed, and only they are.
     """
-    from .evaluate import THRESHOLDS
 
     t = (THRESHOLDS if thresholds is None else thresholds).cpu().numpy()
     if ax is None:
@@ -766,7 +765,6 @@ def faithfulness_curves(curves: Mapping[str, Mapping[str, Tensor]], size: tuple[
     """Deletion and insertion (:func:`dvehelpers.metrics.deletion_insertion`): ``curves[method][mode]`` is a
     B×(S+1) tensor of the explained class's probability; one panel per mode, the mean over images against the
     fraction of pixels deleted / inserted, the AUC in the legend. Deletion: lower is better; insertion: higher."""
-    from .metrics import auc
 
     modes = list(dict.fromkeys(m for c in curves.values() for m in c))
     fig, axes = plt.subplots(1, len(modes), figsize=(size[0] * len(modes), size[1]), layout="constrained")
@@ -780,7 +778,7 @@ def faithfulness_curves(curves: Mapping[str, Mapping[str, Tensor]], size: tuple[
                 ls="--" if grey else "-",
                 color=f"{0.25 + 0.15 * (k % 4):.2f}" if grey else f"C{k % 10}",
                 lw=1.3,
-                label=f"{name} ({float(auc(p).mean()):.3f})",
+                label=f"{name} ({float(torch.trapezoid(p, dx=1 / (p.shape[1] - 1)).mean()):.3f})",
             )
         better = "lower" if mode == "deletion" else "higher"
         ax.set_title(f"{mode} (AUC: {better} is better)", fontsize=9)
@@ -794,27 +792,6 @@ def faithfulness_curves(curves: Mapping[str, Mapping[str, Tensor]], size: tuple[
         )
     np.atleast_1d(axes)[0].set_ylabel("probability of the explained class", fontsize=8)
     return fig
-
-
-def evaluation_figures(ev: Any) -> dict[str, Figure]:
-    """The figures of an :class:`dvehelpers.protocol.Evaluation`, by file stem: the ranking, the IoU curves of
-    every variant and model, the randomisation cascade of every model (first variant) and the class sensitivity."""
-    from .protocol import CLASS_BLIND, SURVIVES
-
-    figs = {"ranking": ranking(ev.rows())}
-    for v in ev.variants:
-        for a in ev.archs:
-            fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
-            iou_curves(ev.curves(v, a), ev.thresholds, ax, references=ev.curves(v, a, references=True))
-            ax.set_title(f"{a} on {v}: IoU with the mask against the threshold", fontsize=9)
-            figs[f"iou_curves_{a}_{v}"] = fig
-    for a in ev.archs:
-        fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
-        randomisation_curves(ev.cascades(ev.variants[0], a), ev.layers(a), ax, SURVIVES)
-        ax.set_title(f"cascading randomisation, {a} on {ev.variants[0]}", fontsize=9)
-        figs[f"randomisation_{a}"] = fig
-    figs["class_sensitivity"] = class_sensitivity(ev.rows(), CLASS_BLIND)
-    return figs
 
 
 class Table:

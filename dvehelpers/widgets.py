@@ -20,6 +20,7 @@ import traitlets
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from .data import VARIANTS, class_names, rotation_sweep
 from .models import layer_names, num_classes
 from .registry import METHODS, Param, explain
 from .train import probabilities
@@ -325,7 +326,6 @@ class DatasetBrowser:
     """Browse an8Flower-synth: variant, class, angle and scene (seed); the render and its mask redraw on change."""
 
     def __init__(self, size: int = 112) -> None:
-        from .data import VARIANTS, class_names
 
         self.size = size
         self.variant = W.Dropdown(options=list(VARIANTS), value="single-6c", description="variant")
@@ -348,7 +348,6 @@ class DatasetBrowser:
         self._redraw()
 
     def _on_variant(self, change: Any = None) -> None:
-        from .data import class_names
 
         self.label.unobserve(self._redraw, names="value")
         self.label.options = _class_options(class_names(self.variant.value))
@@ -357,7 +356,6 @@ class DatasetBrowser:
         self._redraw()
 
     def _redraw(self, change: Any = None) -> None:
-        from .data import rotation_sweep
 
         with _reported(self.error):
             images, masks = rotation_sweep(

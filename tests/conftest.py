@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
+from torchvision import models as tvm
 
 import dvehelpers as dh
 
@@ -23,6 +28,16 @@ def small(arch: str, num_classes: int = 6, seed: int = 0, dtype: torch.dtype = t
             fan_in = p[0].numel() if p.ndim > 1 else 1
             p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5 + (0.05 if p.ndim == 1 else 0.0))
     return model.to(dtype).eval()
+
+
+def split_at(model: nn.Module, index: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """A torchvision VGG / AlexNet cut after ``features[index]`` into (body, head), from its own modules: an
+    independent forward to check a layer's signal with autograd (the node index of a layer inside ``features`` is
+    its position there)."""
+    assert isinstance(model, (tvm.VGG, tvm.AlexNet)) and 0 <= index < len(model.features)
+    body = model.features[: index + 1]
+    head = nn.Sequential(model.features[index + 1 :], model.avgpool, nn.Flatten(), model.classifier)
+    return body, head
 
 
 def fitted_interpretation(model: nn.Module, seed: int = 100, n: int = 24) -> object:
@@ -134,3 +149,14 @@ def decided_top1(logits: torch.Tensor, tol: float = 1e-4) -> torch.Tensor:
     another batch size cannot flip)."""
     top2 = logits.topk(2, dim=1).values
     return (top2[:, 0] - top2[:, 1]) > tol
+
+
+@pytest.fixture(autouse=True, scope="session")
+def shipped_files_untouched() -> Iterator[None]:
+    """No test may write into the shipped checkpoints and interpretations (data/models): a test that patched the
+    wrong name once refitted them in place. Their bytes are compared before and after the whole session."""
+    root = Path(dh.models.checkpoints.MODEL_DIR)
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    yield
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    assert after == before, "a test changed the shipped files in data/models"

@@ -1,4 +1,4 @@
-"""The recorded forward pass and the backward-rule engine against torch.autograd, in float64."""
+"""The captured graph, the recorded forward pass and the backward walk against torch.autograd, in float64."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ import torch
 from torch import nn
 
 import dvehelpers as dh
-from dvehelpers.backprop import DECONVNET, GRADIENT, GUIDED, one_hot, propagate
-from dvehelpers.trace import record, walk
+from dvehelpers.engine import (
+    DECONVNET,
+    GRADIENT,
+    GUIDED,
+    INPUT,
+    capture,
+    one_hot,
+    propagate,
+    record,
+)
 
-from .conftest import odd_sequential, seeded_images, small
+from .conftest import odd_sequential, seeded_images, small, split_at
 
 
 def autograd_input_grad(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -25,7 +33,7 @@ def autograd_input_grad(model: nn.Module, x: torch.Tensor, targets: torch.Tensor
 def test_gradient_rules_equal_autograd(arch: str, seed: int) -> None:
     model = small(arch, seed=seed)
     x = seeded_images(seed, b=3)
-    trace = record(model, x)
+    trace = record(model, x, rules=GRADIENT)
     targets = torch.tensor([0, 3, 5])
     ours = propagate(trace, one_hot(trace.logits, targets), GRADIENT)
     ref = autograd_input_grad(model, x, targets)
@@ -35,21 +43,20 @@ def test_gradient_rules_equal_autograd(arch: str, seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_gradient_rules_on_every_layer_kind(seed: int) -> None:
+    """Batch norm (folded), max and average pools with padding, dilation, groups, 'valid', nesting, adaptive pool."""
     model = odd_sequential()
     x = seeded_images(seed, b=2, size=37)
-    trace = record(model, x)
-    assert {s.kind for s in trace.steps} >= {
+    trace = record(model, x, rules=GRADIENT)
+    assert {n.kind for n in trace.nodes} == {
         "conv",
-        "batchnorm",
         "relu",
         "maxpool",
         "avgpool",
         "adaptive_avgpool",
-        "flatten",
-        "dropout",
-        "identity",
+        "reshape",
         "linear",
     }
+    assert trace.nodes[0].weights.fold is model[0][1]  # the batch norm lives in the first convolution
     targets = torch.tensor([1, 4])
     ours = propagate(trace, one_hot(trace.logits, targets), GRADIENT)
     torch.testing.assert_close(ours, autograd_input_grad(model, x, targets), rtol=1e-10, atol=1e-13)
@@ -66,21 +73,35 @@ def test_hidden_start_signal_equals_autograd(layer: str) -> None:
     start[:, 2] = a[:, 2]
     ours = propagate(trace, start, GRADIENT, start=i)
     xr = x.clone().requires_grad_(True)
-    ar = nn.Sequential(*[s.module for s in walk(model)[: i + 1]])(xr)
-    (ref,) = torch.autograd.grad((ar * start).sum(), xr)
+    body, _ = split_at(model, i)
+    (ref,) = torch.autograd.grad((body(xr) * start).sum(), xr)
     assert ref.abs().max() > 0
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-13)
 
 
-def test_trace_matches_model_forward_and_keeps_inputs_with_inplace_relu(model: nn.Module) -> None:
+def test_signal_at_a_hidden_layer_equals_autograd_of_the_head() -> None:
+    """``to=``: the walk stops at a node's output, crossing only the nodes above it."""
+    model, x = small("alexnet"), seeded_images(6, b=2)
+    i = dh.models.resolve_layer(model, "relu4")
+    trace = record(model, x, rules=GRADIENT, keep=[i], down_to=i)
+    targets = torch.tensor([2, 5])
+    ours = propagate(trace, one_hot(trace.logits, targets), GRADIENT, to=i)
+    body, head = split_at(model, i)
+    a = body(x).detach().requires_grad_(True)
+    (ref,) = torch.autograd.grad(head(a).gather(1, targets[:, None]).sum(), a)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-13)
+    assert set(trace.masks) == {j for j, n in enumerate(trace.nodes) if n.kind == "relu" and j > i}
+
+
+def test_trace_matches_model_forward_and_keeps_outputs_with_inplace_relu(model: nn.Module) -> None:
     x = seeded_images(1)
     assert any(getattr(m, "inplace", False) for m in model.modules())
     trace = record(model, x)
     torch.testing.assert_close(trace.logits, model(x), rtol=0, atol=0)
-    for i, step in enumerate(trace.steps):
-        if step.kind == "relu":  # the recorded input still holds negative values: not overwritten
-            assert (trace.input(i) < 0).any(), step.name
-            torch.testing.assert_close(trace.output(i), trace.input(i).clamp(min=0))
+    for node in trace.nodes:
+        if node.kind == "relu":  # the recorded input still holds negative values: not overwritten
+            assert (trace.input(node.index) < 0).any(), node.name
+            torch.testing.assert_close(trace.output(node.index), trace.input(node.index).clamp(min=0))
 
 
 def test_trace_uses_eval_semantics_without_changing_mode() -> None:
@@ -89,15 +110,25 @@ def test_trace_uses_eval_semantics_without_changing_mode() -> None:
     trace = record(model, x)
     assert all(m.training for m in model.modules())
     model.eval()
-    torch.testing.assert_close(trace.logits, model(x), rtol=0, atol=0)
+    torch.testing.assert_close(trace.logits, model(x), rtol=1e-12, atol=1e-12)
 
 
-def test_keep_from_drops_lower_activations() -> None:
-    model, x = small("vgg"), seeded_images(0, b=1)
-    trace = record(model, x, keep_from=10)
-    assert all(a is None for a in trace.acts[:10]) and all(a is not None for a in trace.acts[10:])
-    with pytest.raises(RuntimeError, match="was not kept"):
-        trace.input(3)
+def test_the_record_keeps_what_the_rules_need_and_nothing_else() -> None:
+    """Guided backprop needs only where each ReLU passes (booleans) and max pooling's switches: no float activation
+    is kept but the logits; FBI's masks need the ReLUs' outputs themselves."""
+    model, x = small("vgg"), seeded_images(3, b=2)
+    relus = [n.index for n in capture(model).nodes if n.kind == "relu"]
+    pools = [n.index for n in capture(model).nodes if n.kind == "maxpool"]
+    guided = record(model, x, rules=GUIDED)
+    assert set(guided.values) == {INPUT, guided.graph.output}
+    assert set(guided.masks) == set(relus) and all(m.dtype == torch.bool for m in guided.masks.values())
+    assert set(guided.switches) == set(pools)
+    defaults = {k: v for k, v in dh.METHODS["fbi"].defaults.items() if k not in ("start", "reduction", "output")}
+    fbi = dh.methods.fbi.fbi_rules(**defaults)
+    deep = record(model, x, rules=fbi)
+    assert set(relus) <= set(deep.values) and not deep.masks
+    with pytest.raises(RuntimeError, match="was not recorded"):
+        guided.output(relus[0])
 
 
 def test_deconvnet_and_guided_differ_from_gradient_only_at_relus() -> None:
@@ -111,28 +142,42 @@ def test_deconvnet_and_guided_differ_from_gradient_only_at_relus() -> None:
     torch.testing.assert_close(propagate(trace, start, same), g, rtol=0, atol=0)
 
 
-def test_after_hook_sees_every_step_top_down() -> None:
-    model, x = small("vgg"), seeded_images(0, b=1)
-    trace = record(model, x)
-    seen: list[str] = []
+def test_fan_out_sums_the_signals_of_both_branches() -> None:
+    """A residual block: the input feeds a convolution branch and the add; its signal is the sum of both."""
 
-    def after(step, x_in, signal):  # noqa: ANN001
-        seen.append(step.name)
-        assert signal.shape == x_in.shape
-        return signal
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(3 * 8 * 8, 2)
 
-    propagate(trace, one_hot(trace.logits, torch.tensor([0])), GRADIENT.with_rules("spy", after=after))
-    assert seen == [s.name for s in reversed(trace.steps)]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.relu(self.conv(x))
+            return self.fc(self.relu(h + x).flatten(1))  # the ReLU module called twice
+
+    model = Residual().double().eval()
+    graph = capture(model)
+    assert [n.name for n in graph.nodes] == ["conv", "relu", "add", "relu_1", "flatten", "fc"]
+    assert graph.nodes[2].inputs == (1, INPUT) and graph.users(1) == (2,)
+    x = seeded_images(0, b=2, size=8) - 0.5
+    trace = record(model, x, rules=GRADIENT)
+    targets = torch.tensor([0, 1])
+    ours = propagate(trace, one_hot(trace.logits, targets), GRADIENT)
+    torch.testing.assert_close(ours, autograd_input_grad(model, x, targets), rtol=1e-12, atol=1e-14)
 
 
-def test_walk_rejects_unsupported_module_by_name() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU(), nn.Tanh()), nn.Flatten())
-    with pytest.raises(TypeError, match=r"'1\.1' of type Tanh.*supports"):
-        walk(model)
-    with pytest.raises(TypeError, match="ResNet"):
-        from torchvision.models import resnet18
-
-        walk(resnet18())
+def test_capture_is_cached_and_redone_when_the_model_changes() -> None:
+    model = small("vgg")
+    graph = capture(model)
+    assert capture(model) is graph
+    model.classifier[6] = nn.Linear(256, 4).double()  # a new output layer: a new graph
+    again = capture(model)
+    assert again is not graph and again.nodes[-1].weights.module is model.classifier[6]
+    with torch.no_grad():  # new values in the same parameters: the graph reads them live
+        model.classifier[6].weight.mul_(2)
+    x = seeded_images(0, b=1)
+    torch.testing.assert_close(record(model, x).logits, model(x), rtol=0, atol=0)
 
 
 def test_propagate_checks_signal_shape() -> None:
@@ -147,3 +192,12 @@ def test_nothing_is_registered_on_the_model(model: nn.Module) -> None:
     for m in model.modules():
         assert not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_user_hooks_do_not_run_and_stay() -> None:
+    """The engine never calls the user's modules, so their hooks neither run nor are removed."""
+    model, calls = small("vgg"), []
+    handle = model.features[0].register_forward_hook(lambda *a: calls.append(1))
+    dh.explain("guided_backprop", model, seeded_images(0, b=1))
+    assert calls == [] and len(model.features[0]._forward_hooks) == 1
+    handle.remove()

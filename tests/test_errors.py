@@ -61,7 +61,7 @@ def test_images_on_another_device(model: nn.Module, x: torch.Tensor) -> None:
 
 
 def test_images_too_small_names_the_layer(model: nn.Module) -> None:
-    with pytest.raises(ValueError, match=r"forward pass failed at layer pool\d"):
+    with pytest.raises(ValueError, match=r"forward pass failed at layer 'pool\d' \(MaxPool2d at features\.\d+\)"):
         dh.explain("gradcam", model, torch.rand(1, 3, 8, 8))
 
 
@@ -71,14 +71,19 @@ def test_unknown_layer_lists_valid_names(model: nn.Module, x: torch.Tensor) -> N
 
 
 def test_cam_on_a_fully_connected_layer(model: nn.Module, x: torch.Tensor) -> None:
-    with pytest.raises(ValueError, match="CAM needs a convolutional layer.*fc6"):
+    with pytest.raises(
+        ValueError, match=r"CAM needs a layer with spatial maps \(B×C×h×w\); fc6 gives shape \(2, 256\)"
+    ):
         dh.explain("gradcam", model, x, layer="fc6")
 
 
-def test_model_the_engine_cannot_walk(x: torch.Tensor) -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(10, 2))
-    with pytest.raises(TypeError, match="cannot walk module '1' of type GELU"):
+def test_a_node_no_rule_crosses_is_named_with_the_supported_kinds(x: torch.Tensor) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LeakyReLU(), nn.Flatten(), nn.Linear(4 * 110 * 110, 2))
+    with pytest.raises(
+        TypeError, match=r"rule set 'gradient' cannot cross node '1' \(LeakyReLU\).*supports adaptive_avgpool, add, "
+    ):
         dh.explain("gradient", model, x)
+    assert dh.explain("activation", model, x, layer="0").shape == (2, 112, 112)  # forward-only methods still run
 
 
 def test_class_index_out_of_range(model: nn.Module, x: torch.Tensor) -> None:
@@ -103,7 +108,7 @@ def test_unknown_method_lists_methods(model: nn.Module, x: torch.Tensor) -> None
 
 
 def test_unknown_parameter_lists_parameters(model: nn.Module, x: torch.Tensor) -> None:
-    with pytest.raises(TypeError, match="unknown parameter.*sigma; valid: layer, reduction, output"):
+    with pytest.raises(TypeError, match="unknown parameter.*sigma; valid: layer, smooth, reduction, output"):
         dh.explain("guided_gradcam", model, x, sigma=2)
 
 

@@ -13,7 +13,7 @@ import torchvision.transforms.v2.functional as TF
 import dvehelpers as dh
 from dvehelpers import experiments
 from dvehelpers.evaluate import THRESHOLDS, per_image_iou
-from dvehelpers.experiments import BlurTest, blur_test, gaussian_blur, map_iou, median_seconds
+from dvehelpers.evaluate.experiments import BlurTest, blur_test, gaussian_blur, map_iou, median_seconds
 
 from .conftest import decided_top1, small, snapshot
 

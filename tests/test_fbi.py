@@ -10,17 +10,18 @@ import torch
 from torch import nn
 
 import dvehelpers as dh
-from dvehelpers.backprop import DECONVNET, propagate
+from dvehelpers.engine import DECONVNET, propagate, record
 from dvehelpers.methods import fbi as F
-from dvehelpers.trace import Step, record
 
 from .conftest import seeded_images, small
 
 DEFAULTS = {p.name: p.default for p in F.PARAMS}
 
 
-def step_of(module: nn.Module, kind: str, name: str = "layer") -> Step:
-    return Step(name, name, module, kind)
+def apply_rule(rule: object, module: nn.Module, x: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+    """``rule`` at the one node of ``module``'s graph, recorded on ``x``."""
+    trace = record(nn.Sequential(module), x)
+    return rule(trace.nodes[0], trace, signal)  # type: ignore[operator]
 
 
 # ---------------------------------------------------------------- each adjoint by hand
@@ -38,9 +39,7 @@ def test_dense_adjoint_subtracts_the_bias_by_hand() -> None:
         lin.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
         lin.bias.copy_(torch.tensor([1.0, -1.0]))
     # Wᵀ(ẑ − b) = Wᵀ [1, 1] = [1 + 3, 2 + 4]
-    got = F.dense_adjoint(
-        step_of(lin, "linear"), torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([[2.0, 0.0]]), None
-    )
+    got = apply_rule(F.dense_adjoint, lin, torch.zeros(1, 2), torch.tensor([[2.0, 0.0]]))
     assert torch.equal(got, torch.tensor([[4.0, 6.0]]))
 
 
@@ -93,7 +92,7 @@ def test_unpool_2x2_by_hand() -> None:
     pool = nn.MaxPool2d(2)
     a = torch.tensor([[[[1.0, 7.0, 0.0, 2.0], [3.0, 9.0, 4.0, 6.0]]]])
     back = torch.tensor([[[[5.0, 3.0]]]])
-    got = F.unpool_replicate_min(step_of(pool, "maxpool"), a, pool(a), back, None)
+    got = apply_rule(F.unpool_replicate_min, pool, a, back)
     assert torch.equal(got, torch.tensor([[[[1.0, 5.0, 0.0, 2.0], [3.0, 5.0, 3.0, 3.0]]]]))
 
 
@@ -102,7 +101,7 @@ def test_unpool_overlapping_3x3_stride_2_by_hand() -> None:
     a = torch.full((1, 1, 4, 5), 10.0)
     a[0, 0, 0, 0], a[0, 0, 1, 2] = 1.0, 5.0
     back = torch.tensor([[[[4.0, 8.0]]]])  # windows: rows 0–2, columns 0–2 and 2–4; row 3 is in no window
-    got = F.unpool_replicate_min(step_of(pool, "maxpool"), a, pool(a), back, None)
+    got = apply_rule(F.unpool_replicate_min, pool, a, back)
     replicated = torch.tensor([4.0, 4.0, 6.0, 8.0, 8.0])  # column 2 is in both windows: (4 + 8) / 2
     expected = torch.zeros(4, 5)
     expected[:3] = torch.minimum(a[0, 0, :3], replicated)
@@ -128,7 +127,7 @@ def test_conv_adjoint_is_the_transposed_convolution_of_the_signal_minus_bias(sub
     signal = torch.randn(2, 4, 5, 5, dtype=torch.float64)
     start = signal - conv.bias.detach().view(1, -1, 1, 1) if subtract else signal
     (expected,) = torch.autograd.grad(conv(x), x, start)  # the transposed convolution is the VJP of the conv
-    got = F.conv_adjoint(subtract)(step_of(conv, "conv"), x.detach(), conv(x).detach(), signal, None)
+    got = apply_rule(F.conv_adjoint(subtract), conv, x.detach(), signal)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -356,7 +355,7 @@ def test_through_mixed_sign_weights_a_larger_tau_can_grow_the_support() -> None:
 def test_supports_are_the_kept_entries_of_every_relu_within_the_keep_fraction() -> None:
     model, x = small("vgg"), seeded_images(5, b=2)
     sup = F.supports(model, x, keep_fraction=0.2, k_fraction=1.0)
-    relus = [s.name for s in dh.trace.walk(model) if s.kind == "relu"]
+    relus = [n.name for n in dh.engine.capture(model).nodes if n.kind == "relu"]
     assert list(sup) == relus[::-1]  # top layer first, as the signal descends
     for name, kept in sup.items():
         share = kept.flatten(1).float().mean(1)

@@ -133,7 +133,7 @@ def alexnet() -> nn.Module:
 def layer_maps(model: nn.Module, x: torch.Tensor, layer: str) -> np.ndarray:
     """The explained layer's maps from the shared forward pass."""
     index = dh.models.resolve_layer(model, layer)
-    return dh.trace.record(model, x, upto=index).output(index).numpy()
+    return dh.engine.record(model, x, upto=index).output(index).numpy()
 
 
 def assert_matches_reference(model: nn.Module, x: torch.Tensor, maps_of: str, **params: Any) -> None:
@@ -364,7 +364,7 @@ def test_bad_parameters_are_named() -> None:
         fourier.band(maps, 1.0, 1.0, "both")
     with pytest.raises(ValueError, match="v_sums must be one of 'rows', 'columns', got 'both'"):
         fourier.noise_filter(maps[0], v_sums="both")
-    with pytest.raises(ValueError, match=r"needs a convolutional layer.*fc6 gives shape \(1, 256\)"):
+    with pytest.raises(ValueError, match=r"needs a layer with spatial maps.*fc6 gives shape \(1, 256\)"):
         dh.explain("fourier_dve", model, x, layer="fc6")
     with pytest.raises(ValueError, match="unknown layer 'pool9'; valid names: conv1_1"):
         dh.explain("fourier_dve", model, x, layer="pool9")
@@ -387,8 +387,10 @@ def test_default_layer_is_the_last_pool_with_maps_of_at_least_six() -> None:
         ref = next(model.parameters())
         x = torch.zeros(1, 3, h, w, dtype=ref.dtype, device=ref.device)
         index = dh.models.resolve_layer(model, expected)
-        later = [i for i, s in enumerate(dh.trace.walk(model)) if i > index and s.kind in ("maxpool", "avgpool")]
-        trace = dh.trace.record(model, x, upto=later[0] if later else index)
+        later = [
+            i for i, s in enumerate(dh.engine.capture(model).nodes) if i > index and s.kind in ("maxpool", "avgpool")
+        ]
+        trace = dh.engine.record(model, x, upto=later[0] if later else index)
         assert min(trace.output(index).shape[-2:]) >= fourier.MIN_SIDE
         if later:  # and the next pool's maps are too small
             assert min(trace.output(later[0]).shape[-2:]) < fourier.MIN_SIDE
@@ -405,13 +407,15 @@ def tiny_sequential(pool: bool = True) -> nn.Sequential:
 
 
 def test_default_layer_falls_back_to_the_first_pool() -> None:
-    """When every pool is under 6×6 (4×4 and 2×2 here) the first pool is explained; no pool is an error."""
+    """When every pool is under 6×6 (4×4 and 2×2 here) the first pool is explained; a net with no pool before its
+    classifier (as a ResNet) explains its last layer with a spatial map."""
     model, x = tiny_sequential(), seeded_images(9, b=2, size=8)
     assert fourier.default_fourier_layer(model, 8) == "pool1"
     torch.testing.assert_close(dh.explain("fourier_dve", model, x), dh.explain("fourier_dve", model, x, layer="pool1"))
     assert (dh.explain("fourier_dve", model, x) - dh.explain("fourier_dve", model, x, layer="pool2")).abs().max() > 0.01
-    with pytest.raises(ValueError, match="no pooling layer"):
-        fourier.default_fourier_layer(tiny_sequential(pool=False), 8)
+    assert (
+        fourier.default_fourier_layer(tiny_sequential(pool=False), 8) == "relu1_2"
+    )  # one block of two convs: paper names
 
 
 # ---------------------------------------------------------------- σ sweep, outputs, intermediates

@@ -12,7 +12,7 @@ import torch
 import dvehelpers as dh
 from dvehelpers.methods import kl
 
-from .conftest import seeded_images, small
+from .conftest import seeded_images, small, split_at
 
 
 def test_q_is_eq1() -> None:
@@ -101,7 +101,7 @@ def test_capped_bisection_matches_a_plain_loop() -> None:
 def test_literal_reading_is_the_normalised_channel_sum_for_every_class() -> None:
     model, x = small("alexnet", dtype=torch.float64), seeded_images(2, b=2)
     index = dh.models.resolve_layer(model, "pool5")
-    acts = dh.trace.record(model, x, upto=index).output(index)
+    acts = dh.engine.record(model, x, upto=index).output(index)
     expected = dh.maps.normalize(dh.maps.upsample(acts.sum(1), x.shape[-2:]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -121,9 +121,7 @@ def test_class_specific_readings_differ_between_targets(reading: str) -> None:
 def test_gradient_reading_equals_autograd_of_the_kl_loss() -> None:
     model, x = small("vgg", dtype=torch.float64), seeded_images(4, b=2)
     index = dh.models.resolve_layer(model, "relu5_2")
-    steps = dh.trace.walk(model)
-    body = torch.nn.Sequential(*[s.module for s in steps[: index + 1]])
-    head = torch.nn.Sequential(*[s.module for s in steps[index + 1 :]])
+    body, head = split_at(model, index)
     a = body(x).detach().requires_grad_(True)
     logits = head(a)
     targets = logits.argmax(1)
@@ -151,7 +149,7 @@ def test_bad_parameters_are_named() -> None:
         dh.explain("kl_dve", model, x, perplexity=0.0)
     with pytest.raises(ValueError, match="unknown layer 'pool9'"):
         dh.explain("kl_dve", model, x, layer="pool9")
-    with pytest.raises(ValueError, match="needs a convolutional layer"):
+    with pytest.raises(ValueError, match="needs a layer with spatial maps"):
         dh.explain("kl_dve", model, x, layer="fc7")
 
 

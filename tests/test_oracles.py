@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import dvehelpers as dh
-from dvehelpers.trace import walk
 
 from .conftest import seeded_images, small
 
@@ -25,7 +24,7 @@ CAM_SEED = {"vgg": 1, "alexnet": 0}
 
 
 def layer_module(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(next(s.path for s in walk(model) if s.name == name))
+    return model.get_submodule(next(n.path for n in dh.engine.capture(model).nodes if n.name == name))
 
 
 def minmax(a: torch.Tensor) -> torch.Tensor:

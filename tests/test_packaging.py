@@ -11,6 +11,7 @@ import pytest
 import tomllib
 import yaml
 
+from dvehelpers import __main__ as cli
 from dvehelpers.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,10 +116,8 @@ def test_run_evaluates_executes_notebooks_and_draws_the_galleries(
 
 
 def test_make_run_runs_the_full_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dvehelpers import run as run_module
-
     seen = []
-    monkeypatch.setattr(run_module, "run_all", lambda nb, out, full: seen.append((nb, out, full)) or 0)
+    monkeypatch.setattr(cli, "run_all", lambda nb, out, full: seen.append((nb, out, full)) or 0)
     assert main(["run"]) == 0 and main(["run", "--full"]) == 0
     assert [s[2] for s in seen] == [False, True] and seen[0][1].name == "build"
 
@@ -126,10 +125,8 @@ def test_make_run_runs_the_full_evaluation(monkeypatch: pytest.MonkeyPatch) -> N
 def test_cli_interpret_fits_each_shipped_model(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dvehelpers.methods import vebi
-
-    calls = []
-    monkeypatch.setattr(vebi, "fit_shipped", lambda v, a, seed, mu: calls.append((v, a, seed, mu)) or Path(f"{v}-{a}"))
+    calls = []  # the command's own reference to fit_shipped is replaced: nothing is fitted or written
+    monkeypatch.setattr(cli, "fit_shipped", lambda v, a, seed, mu: calls.append((v, a, seed, mu)) or Path(f"{v}-{a}"))
     args = ["interpret", "--variant", "single-6c", "--variant", "double-12c", "--arch", "alexnet", "--mu", "2"]
     assert main(args) == 0
     assert calls == [("single-6c", "alexnet", 0, 2.0), ("double-12c", "alexnet", 0, 2.0)]

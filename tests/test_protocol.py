@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import dvehelpers as dh
-from dvehelpers import protocol, registry
-from dvehelpers.protocol import Cache, Sizes, run
+from dvehelpers import protocol
+from dvehelpers.evaluate import iou
+from dvehelpers.evaluate.protocol import Cache, Sizes, run
 
 QUICK = Sizes.default(quick=True)
 
@@ -73,7 +74,7 @@ def _numbers(ev: protocol.Evaluation) -> list[dict]:
 def test_a_killed_run_resumes_from_its_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clean = _tiny_run(False)
     calls: list[str] = []
-    real = registry.explain
+    real = iou.explain  # the name the evaluation's loops call
 
     def dies_on_activation(name: str, *args: object, **kwargs: object) -> torch.Tensor:
         calls.append(name)
@@ -81,14 +82,14 @@ def test_a_killed_run_resumes_from_its_cache(tmp_path: Path, monkeypatch: pytest
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the second method
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(registry, "explain", dies_on_activation)
+    monkeypatch.setattr(iou, "explain", dies_on_activation)
     with pytest.raises(KeyboardInterrupt):
         _tiny_run(tmp_path)
     assert len(list(tmp_path.glob("*.pt"))) == 1  # gradcam's entry, complete; nothing else
-    monkeypatch.setattr(registry, "explain", real)
+    monkeypatch.setattr(iou, "explain", real)
 
     resumed_calls: list[str] = []
-    monkeypatch.setattr(registry, "explain", lambda n, *a, **k: resumed_calls.append(n) or real(n, *a, **k))
+    monkeypatch.setattr(iou, "explain", lambda n, *a, **k: resumed_calls.append(n) or real(n, *a, **k))
     resumed = _tiny_run(tmp_path)
     assert "gradcam" not in resumed_calls and "activation" in resumed_calls  # finished entries are not redone
     assert ("gradcam", "single-6c", "alexnet") not in resumed.computed

@@ -7,7 +7,7 @@ import torch
 from scipy.stats import spearmanr
 
 import dvehelpers as dh
-from dvehelpers.sanity import cascade, randomisable_layers, randomised, rank_correlation
+from dvehelpers.evaluate.sanity import cascade, randomisable_layers, randomised, rank_correlation
 
 from .conftest import seeded_images, small, snapshot
 
@@ -38,9 +38,9 @@ def test_randomised_reinitialises_the_top_layers_of_a_copy_only() -> None:
     before = snapshot(model)
     names = randomisable_layers(model)
     assert names[0] == dh.models.layer_names(model)[-1] and names[-1] == "conv1_1"  # top (logits) first
-    steps = {s.name: s.module for s in dh.trace.walk(model)}
+    steps = {n.name: n.weights.module for n in dh.engine.capture(model).nodes if n.weights is not None}
     copy = randomised(model, 3, seed=5)
-    moved = {s.name: s.module for s in dh.trace.walk(copy)}
+    moved = {n.name: n.weights.module for n in dh.engine.capture(copy).nodes if n.weights is not None}
     for k, name in enumerate(names):
         same = torch.equal(steps[name].weight, moved[name].weight)
         assert same == (k >= 3), name
@@ -63,7 +63,7 @@ def test_randomised_reinitialises_the_top_layers_of_a_copy_only() -> None:
 
 
 def _path(model: torch.nn.Module, name: str) -> str:
-    return next(s.path for s in dh.trace.walk(model) if s.name == name)
+    return next(n.path for n in dh.engine.capture(model).nodes if n.name == name)
 
 
 def _same(a: tuple, b: tuple) -> None:

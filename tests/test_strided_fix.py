@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import dvehelpers as dh
-from dvehelpers.backprop import GUIDED, GUIDED_STRIDED_FIX, propagate, strided_fix
+from dvehelpers.engine import GUIDED, GUIDED_STRIDED_FIX, propagate, record, strided_fix
+from dvehelpers.models.efficientnet_lite import SameConv2d
 
 from .conftest import seeded_images, small
 
@@ -34,8 +35,10 @@ def reference(conv: nn.Conv2d, x_in: torch.Tensor, signal: torch.Tensor) -> torc
     return g
 
 
-def step_of(conv: nn.Conv2d) -> dh.trace.Step:
-    return dh.trace.walk(nn.Sequential(conv))[0]
+def fixed(conv: nn.Conv2d, x: torch.Tensor, signal: torch.Tensor, resize: str = "nearest") -> torch.Tensor:
+    """The fix's rule applied to the one convolution node of ``conv``'s graph."""
+    trace = record(nn.Sequential(conv), x)
+    return strided_fix(resize)(trace.nodes[0], trace, signal)
 
 
 @pytest.mark.parametrize(
@@ -47,7 +50,7 @@ def test_rule_equals_the_slow_reference_and_keeps_the_input_size(k: int, s: int,
     conv = nn.Conv2d(3, 8, k, stride=s, padding=p, dilation=d).double()
     x = torch.rand(2, 3, size, size, dtype=torch.float64)
     signal = torch.randn_like(conv(x))
-    got = strided_fix("nearest")(step_of(conv), x, conv(x), signal, None)
+    got = fixed(conv, x, signal)
     assert got.shape == x.shape
     torch.testing.assert_close(got, reference(conv, x, signal))
 
@@ -55,7 +58,7 @@ def test_rule_equals_the_slow_reference_and_keeps_the_input_size(k: int, s: int,
 def test_stride_one_convolutions_keep_the_exact_rule() -> None:
     """On a network without strided convolutions (our VGG) the rule set is guided backprop itself."""
     model, x = small("vgg"), seeded_images(1, b=2)
-    trace = dh.trace.record(model, x)
+    trace = record(model, x)
     start = torch.zeros_like(trace.logits)
     start[:, 2] = 1
     torch.testing.assert_close(propagate(trace, start, GUIDED_STRIDED_FIX), propagate(trace, start, GUIDED))
@@ -79,7 +82,7 @@ def test_the_grid_artefact_is_a_periodic_component_that_the_fix_removes() -> Non
     with torch.no_grad():
         conv.weight.uniform_(0.5, 1.0)
     x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
-    trace = dh.trace.record(nn.Sequential(conv), x)
+    trace = record(nn.Sequential(conv), x)
     ones = torch.ones_like(trace.logits)
     exact = propagate(trace, ones, GUIDED)
     fixed = propagate(trace, ones, GUIDED_STRIDED_FIX)
@@ -93,7 +96,7 @@ def test_the_fix_removes_most_of_the_grid_on_the_alexnet_style_net() -> None:
     model = small("alexnet")
     x = seeded_images(3, b=2)
     relu1 = dh.models.resolve_layer(model, "relu1")
-    trace = dh.trace.record(model, x, upto=relu1)
+    trace = record(model, x, upto=relu1)
     start = trace.output(relu1)
     exact = phase_spread(propagate(trace, start, GUIDED, start=relu1), 2, 8)
     fixed = phase_spread(propagate(trace, start, GUIDED_STRIDED_FIX, start=relu1), 2, 8)
@@ -104,7 +107,49 @@ def test_bilinear_resize_and_bad_modes() -> None:
     """resize='bilinear' keeps the input's size; an unknown mode names the valid ones."""
     conv = nn.Conv2d(3, 4, 7, stride=2, padding=2).double()
     x = torch.rand(1, 3, 40, 40, dtype=torch.float64)
-    out = strided_fix("bilinear")(step_of(conv), x, conv(x), torch.ones_like(conv(x)), None)
+    out = fixed(conv, x, torch.ones_like(conv(x)), "bilinear")
     assert out.shape == x.shape
     with pytest.raises(ValueError, match="'nearest', 'bilinear'"):
         strided_fix("cubic")
+
+
+def slow_depthwise_fix(
+    weight: torch.Tensor, signal: torch.Tensor, size: tuple[int, int], pad: tuple[int, ...]
+) -> torch.Tensor:
+    """The fix on a depthwise convolution after TF "same" padding, written out: resize (nearest, index arithmetic)
+    to n' = H_padded − (k − 1), transpose at stride 1 channel by channel with explicit sums, crop the padding."""
+    c, _, kh, kw = weight.shape
+    left, right, top, bottom = pad
+    hp, wp = size[0] + top + bottom, size[1] + left + right
+    r = nearest_resize(signal, (hp - kh + 1, wp - kw + 1))
+    out = torch.zeros(signal.shape[0], c, hp, wp, dtype=signal.dtype)
+    for ch in range(c):
+        for i in range(hp):
+            for j in range(wp):
+                total = 0.0
+                for a in range(kh):
+                    for b in range(kw):
+                        if 0 <= i - a < r.shape[2] and 0 <= j - b < r.shape[3]:
+                            total = total + weight[ch, 0, a, b] * r[:, ch, i - a, j - b]
+                out[:, ch, i, j] = total
+    return out[:, :, top : top + size[0], left : left + size[1]]
+
+
+@pytest.mark.parametrize(("k", "size"), [(3, 10), (5, 10), (3, 9), (5, 11)])
+def test_the_fix_on_a_depthwise_stride_two_same_padded_convolution(k: int, size: int) -> None:
+    """EfficientNet-Lite's depthwise stride-2 convolution with TF "same" padding (asymmetric when the total is odd):
+    the graph holds a pad node and an unpadded convolution, and the walk through both equals the written-out fix."""
+    torch.manual_seed(2)
+    conv = SameConv2d(3, 3, k, stride=2, groups=3).double()
+    model = nn.Sequential(conv)
+    x = torch.rand(2, 3, size, size, dtype=torch.float64)
+    trace = record(model, x)
+    assert [n.kind for n in trace.nodes] == ["pad", "conv"] and trace.nodes[1].spec.groups == 3
+    signal = torch.randn_like(trace.logits)
+    got = propagate(trace, signal, GUIDED_STRIDED_FIX)
+    pad = dh.engine.same_amounts((size, size), (k, k), (2, 2), (1, 1))
+    assert got.shape == x.shape
+    if (k, size) == (5, 10):  # the case with an odd total: one pixel more on the right and bottom
+        assert pad == (1, 2, 1, 2)
+    torch.testing.assert_close(got, slow_depthwise_fix(conv.weight.detach(), signal, (size, size), pad))
+    assert not torch.allclose(got, propagate(trace, signal, GUIDED))  # the exact rule differs

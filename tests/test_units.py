@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from dvehelpers.backprop import DECONVNET, GRADIENT, GUIDED, RuleSet, propagate
+from dvehelpers.engine import DECONVNET, GRADIENT, GUIDED, RuleSet, propagate, record
 from dvehelpers.maps import normalize
 from dvehelpers.methods.cam import cam_weights
-from dvehelpers.trace import record
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -74,9 +73,9 @@ def test_normalize_constant_map_is_zeros(value: float, dtype: torch.dtype) -> No
 # ---------------------------------------------------------------- ReLU rules
 
 
-def tiny_mlp() -> nn.Sequential:
-    """x (2) -> Linear to h = (x0, x1, -x0, -x1) -> ReLU -> Linear to 2 logits."""
-    model = nn.Sequential(nn.Linear(2, 4, bias=False), nn.ReLU(), nn.Linear(4, 2, bias=False)).double()
+def tiny_mlp(activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """x (2) -> Linear to h = (x0, x1, -x0, -x1) -> ReLU (or ReLU6) -> Linear to 2 logits."""
+    model = nn.Sequential(nn.Linear(2, 4, bias=False), activation(), nn.Linear(4, 2, bias=False)).double()
     with torch.no_grad():
         model[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]))
         model[2].weight.copy_(torch.tensor([[1.0, -2.0, 3.0, -4.0], [2.0, 1.0, -1.0, 1.0]]))
@@ -102,11 +101,39 @@ EXPECTED = {
 @pytest.mark.parametrize("rules", [GRADIENT, GUIDED, DECONVNET], ids=lambda r: r.name)
 def test_relu_rules_by_hand(rules: RuleSet) -> None:
     trace = record(tiny_mlp(), X)
-    assert [s.kind for s in trace.steps] == ["linear", "relu", "linear"]
+    assert [n.kind for n in trace.nodes] == ["linear", "relu", "linear"]
     torch.testing.assert_close(trace.input(1), torch.tensor([[2.0, 3.0, -2.0, -3.0], [-1.0, 1.0, 1.0, -1.0]]).double())
     at_relu, at_input = (torch.tensor(e, dtype=torch.float64) for e in EXPECTED[rules.name])
-    torch.testing.assert_close(propagate(trace, START, rules, stop=1), at_relu, rtol=0, atol=0)
+    torch.testing.assert_close(propagate(trace, START, rules, to=0), at_relu, rtol=0, atol=0)
     torch.testing.assert_close(propagate(trace, START, rules), at_input, rtol=0, atol=0)
+
+
+# x = (2, 7): ReLU6 input (2, 7, -2, -7), saturated above 6 at the second unit; x = (-1, 1) as above. The signal at
+# the ReLU6's output is again (1, -2, 3, -4).
+X6 = torch.tensor([[2.0, 7.0], [-1.0, 1.0]], dtype=torch.float64)
+EXPECTED6 = {
+    # signal · [0 < x_in < 6]
+    "gradient": ([[1.0, 0.0, 0.0, 0.0], [0.0, -2.0, 3.0, 0.0]], [[1.0, 0.0], [-3.0, -2.0]]),
+    # max(signal, 0) · [0 < x_in < 6]
+    "guided": ([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]], [[1.0, 0.0], [-3.0, 0.0]]),
+    # max(signal, 0), whatever x_in
+    "deconvnet": ([[1.0, 0.0, 3.0, 0.0], [1.0, 0.0, 3.0, 0.0]], [[-2.0, 0.0], [-2.0, 0.0]]),
+}
+
+
+@pytest.mark.parametrize("rules", [GRADIENT, GUIDED, DECONVNET], ids=lambda r: r.name)
+def test_relu6_rules_by_hand(rules: RuleSet) -> None:
+    """ReLU6 has rules of its own in every rule set (never a silent gradient): the saturated unit passes nothing."""
+    model = tiny_mlp(nn.ReLU6)
+    trace = record(model, X6)
+    assert [n.kind for n in trace.nodes] == ["linear", "relu6", "linear"]
+    at_relu, at_input = (torch.tensor(e, dtype=torch.float64) for e in EXPECTED6[rules.name])
+    torch.testing.assert_close(propagate(trace, START, rules, to=0), at_relu, rtol=0, atol=0)
+    torch.testing.assert_close(propagate(trace, START, rules), at_input, rtol=0, atol=0)
+    if rules is GRADIENT:
+        x = X6.clone().requires_grad_(True)
+        (ref,) = torch.autograd.grad((model(x) * START).sum(), x)
+        torch.testing.assert_close(ref, at_input, rtol=0, atol=0)
 
 
 def test_relu_rules_all_differ_and_gradient_is_autograd() -> None:

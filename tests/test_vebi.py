@@ -158,13 +158,28 @@ def test_mu_lasso_keeps_dtype_and_device_and_rejects_bad_input() -> None:
 
 
 def slow_features(model: nn.Module, images: torch.Tensor, layers: list[str], l2: bool) -> torch.Tensor:
-    """Image by image, layer by layer, channel by channel, with explicit sums."""
+    """Image by image, layer by layer, channel by channel, with explicit sums, from the model's own forward pass
+    (forward hooks on its ReLU modules, removed after)."""
+    nodes = dh.engine.capture(model).nodes
+    modules = {name: model.get_submodule(nodes[dh.models.resolve_layer(model, name)].path) for name in layers}
     rows = []
     for b in range(images.shape[0]):
-        trace = dh.trace.record(model, images[b : b + 1])
+        seen: dict[str, torch.Tensor] = {}
+        hooks = [
+            m.register_forward_hook(
+                lambda _m, _i, out, name=name, seen=seen: seen.__setitem__(name, out.detach().clone())
+            )
+            for name, m in modules.items()
+        ]
+        try:
+            with torch.no_grad():
+                model(images[b : b + 1])
+        finally:
+            for h in hooks:
+                h.remove()
         parts = []
         for name in layers:
-            acts = trace.output(dh.models.resolve_layer(model, name))[0]
+            acts = seen[name][0]
             energy = torch.stack([acts[c].square().sum() for c in range(acts.shape[0])])
             parts.append(energy / energy.sum() if energy.sum() > 0 else energy)
         row = torch.cat(parts)
@@ -318,7 +333,7 @@ def F_interp(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def test_step_size_is_the_largest_eigenvalue_of_the_gram_matrix() -> None:
-    from dvehelpers.methods.vebi import _largest_eigenvalue
+    from dvehelpers.methods.lasso import _largest_eigenvalue
 
     g = torch.Generator().manual_seed(4)
     for x in (

@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 import dvehelpers as dh
-from dvehelpers.backprop import GUIDED, GUIDED_STRIDED_FIX, propagate, propagate_from, strided_fix
+from dvehelpers.engine import GUIDED, GUIDED_STRIDED_FIX, propagate, record, strided_fix
 from dvehelpers.methods import vebi
-from dvehelpers.trace import record
 
 from .conftest import fitted_interpretation, seeded_images, small, snapshot
 
@@ -24,19 +23,17 @@ def test_trace_select_equals_recording_the_selected_images() -> None:
     model, x = small("alexnet"), seeded_images(0, b=3)
     rows = torch.tensor([2, 0, 0, 1, 2])
     picked, direct = record(model, x).select(rows), record(model, x[rows])
-    assert len(picked.acts) == len(direct.acts)
-    for a, b in zip(picked.acts, direct.acts, strict=True):
-        torch.testing.assert_close(a, b)
-    assert picked.aux.keys() == direct.aux.keys()
-    assert all(torch.equal(picked.aux[i], direct.aux[i]) for i in direct.aux)
-    upto = record(model, x).select(rows, upto=4)
-    assert len(upto.steps) == 5 and len(upto.acts) == 6
+    assert picked.values.keys() == direct.values.keys() and picked.switches.keys() == direct.switches.keys()
+    for i in direct.values:
+        torch.testing.assert_close(picked.values[i], direct.values[i])
+        assert picked.shape(i) == direct.shape(i)
+    assert all(torch.equal(picked.switches[i], direct.switches[i]) for i in direct.switches)
 
 
-def test_propagate_from_equals_separate_walks_when_rows_start_at_one_layer_each() -> None:
+def test_several_starts_equal_separate_walks_when_rows_start_at_one_layer_each() -> None:
     model = small("alexnet")
     trace = record(model, seeded_images(1, b=4))
-    names = [s.name for s in trace.steps]
+    names = [n.name for n in trace.nodes]
     lo, hi = names.index("relu2"), names.index("relu5")
     g = torch.Generator().manual_seed(0)
     s_lo = (
@@ -48,14 +45,14 @@ def test_propagate_from_equals_separate_walks_when_rows_start_at_one_layer_each(
         * torch.tensor([0.0, 0, 1, 1]).view(-1, 1, 1, 1).double()
     )
     rules = GUIDED_STRIDED_FIX
-    together = propagate_from(trace, {lo: s_lo, hi: s_hi}, rules)
+    together = propagate(trace, {lo: s_lo, hi: s_hi}, rules)
     apart = propagate(trace, s_lo, rules, start=lo) + propagate(trace, s_hi, rules, start=hi)
     torch.testing.assert_close(together, apart)
     assert together[:2].abs().sum() > 0 and together[2:].abs().sum() > 0
-    with pytest.raises(ValueError, match="below the stop"):
-        propagate_from(trace, {lo: s_lo}, rules, stop=lo + 1)
+    with pytest.raises(ValueError, match="lies below relu2"):
+        propagate(trace, {lo - 1: trace.output(lo - 1)}, rules, to=lo)
     with pytest.raises(ValueError, match="no start"):
-        propagate_from(trace, {}, rules)
+        propagate(trace, {}, rules)
 
 
 # ---------------------------------------------------------------- the explanation against a slow reference
@@ -66,7 +63,7 @@ def slow_vebi(
 ) -> torch.Tensor:
     """One image and one feature at a time: features by the public path, r in NumPy, one walk per feature."""
     out = torch.zeros(len(x), k, *x.shape[-2:], dtype=x.dtype)
-    names = [s.name for s in record(model, x[:1]).steps]
+    names = [n.name for n in record(model, x[:1]).nodes]
     for i, j in enumerate(targets):
         feats = vebi.features(model, x[i : i + 1], interp.layers, interp.l2_normalize)[0].numpy()
         w = interp.W[:, j].numpy()
@@ -239,7 +236,7 @@ def test_ablate_zeroes_exactly_the_named_units_on_a_copy() -> None:
     cut = dh.experiments.ablate(model, units)
     after = snapshot(model)
     assert all(torch.equal(before[4][k], after[4][k]) for k in before[4])  # the original is unchanged
-    names = [s.name for s in record(model, x).steps]
+    names = [n.name for n in record(model, x).nodes]
     full, ablated = record(model, x), record(cut, x)
     for layer, channels in (("relu2", [3, 10]), ("relu6", [5])):
         out = ablated.output(names.index(layer))
@@ -331,7 +328,7 @@ def test_feature_activations_are_the_upsampled_channel_maps() -> None:
     )
     out = vebi.feature_activations(model, x, sel)
     trace = record(model, x)
-    acts = trace.output([s.name for s in trace.steps].index("relu3_1"))[:, 5]
+    acts = trace.output([n.name for n in trace.nodes].index("relu3_1"))[:, 5]
     up = nn.functional.interpolate(acts[:, None], size=(112, 112), mode="bilinear", align_corners=False)[:, 0]
     want = (up - up.amin((1, 2), keepdim=True)) / (up.amax((1, 2), keepdim=True) - up.amin((1, 2), keepdim=True))
     torch.testing.assert_close(out[0, 0], want[0])

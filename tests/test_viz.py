@@ -15,7 +15,7 @@ from torch import nn  # noqa: E402
 
 import dvehelpers as dh  # noqa: E402
 from dvehelpers import viz  # noqa: E402
-from dvehelpers.experiments import BlurTest  # noqa: E402
+from dvehelpers.evaluate.experiments import BlurTest  # noqa: E402
 from dvehelpers.methods.fourier import FourierSteps  # noqa: E402
 
 from .conftest import seeded_images, small  # noqa: E402

@@ -74,7 +74,7 @@ def test_explorer_recomputes_on_every_control() -> None:
     ex.controls["layer"].value = "relu4_1"
     torch.testing.assert_close(ex.result, dh.explain("gradcam", model, x[2:3], 4, layer="relu4_1"))
     ex.method.value = "guided_backprop"  # the parameter controls follow the method
-    assert set(ex.controls) == {"reduction", "output"}
+    assert set(ex.controls) == {"smooth", "reduction", "output"}
     ex.controls["output"].value = "raw"
     assert ex.result.shape == (1, 3, 112, 112)
     ex.method.value = "activation"
@@ -199,7 +199,7 @@ def test_dataset_browser_shows_an_unexpected_error(monkeypatch: pytest.MonkeyPat
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("no such scene")
 
-    monkeypatch.setattr(dh.data, "rotation_sweep", broken)
+    monkeypatch.setattr(widgets, "rotation_sweep", broken)  # the name the browser calls
     with pytest.raises(KeyError):
         b.scene.value = 5
     assert "KeyError: &#x27;no such scene&#x27;" in b.error.value

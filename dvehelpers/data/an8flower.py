@@ -27,7 +27,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
+from ..atomic import replacing, write_text
+from ..devices import device as default_device
 from .render import VARIANTS, class_names, render_scenes, sample_scenes
 
 __all__ = ["An8Flower", "SPLITS", "per_class_default", "default_cache", "RENDER_VERSION"]
@@ -62,16 +65,13 @@ def _sha256(path: Path) -> str:
 
 
 def _write_png(path: Path, array: np.ndarray) -> str:
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG", optimize=False)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG", optimize=False)
     return _sha256(path)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1))
 
 
 class An8Flower(Dataset):
@@ -99,8 +99,6 @@ class An8Flower(Dataset):
         if size < 16:
             raise ValueError(f"size must be >= 16, got {size}")
         self.variant, self.split, self.size, self.seed = variant, split, size, seed
-        from .. import device as default_device
-
         self.render_device = default_device()  # rendering runs on the GPU when there is one
         self.classes = class_names(variant)
         self.official = root is not None
@@ -203,8 +201,6 @@ class An8Flower(Dataset):
         progress: bool,
         chunk: int = _CHUNK,
     ) -> None:
-        from tqdm.auto import tqdm
-
         (self.dir / self.split).mkdir(parents=True, exist_ok=True)
         (self.dir / f"{self.split}_MASK").mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=len(todo), desc=f"rendering {self.variant}/{self.split}", unit="img", disable=not progress)

@@ -27,15 +27,15 @@ def activation(
     channels: Sequence[int] | None = None,
 ) -> Tensor:
     """Upsampled activation Σ_{k ∈ channels} A^k of a conv layer; ``target`` is ignored (not class-specific)."""
-    index = layer_index(model, layer)
-    trace, _ = forward(model, images, target, keep_from=index + 1)
+    index = layer_index(model, layer, images)
+    trace, _ = forward(model, images, target, rules=(), keep=[index])
     acts = conv_maps(trace, index, "activation maps")
     if channels is not None:
         n = acts.shape[1]
         bad = [c for c in channels if not -n <= c < n]
         if bad or not channels:
             raise ValueError(
-                f"channels {list(channels)} invalid for layer {trace.steps[index].name} with {n} "
+                f"channels {list(channels)} invalid for layer {trace.graph.nodes[index].name} with {n} "
                 f"channels (valid 0..{n - 1}, at least one)"
             )
         acts = acts[:, torch.as_tensor(list(channels), device=acts.device)]

@@ -11,20 +11,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..backprop import GUIDED
+from ..engine import GRADIENT, GUIDED, Trace
 from ..maps import normalize, upsample
 from ..registry import register
-from ..trace import Trace
 from .base import (
     LAYER,
     OUTPUT,
     REDUCTION,
+    SMOOTH,
     conv_maps,
     forward,
     input_signal,
     input_space_output,
     layer_index,
     layer_signal,
+    rule_set,
 )
 
 __all__ = ["gradcam", "gradcam_pp", "guided_gradcam", "guided_gradcam_pp", "cam_weights", "low_res_cam"]
@@ -56,8 +57,8 @@ def low_res_cam(trace: Trace, targets: Tensor, index: int, plus: bool = False) -
 
 
 def _cam(model: nn.Module, images: Tensor, target: Any, layer: str | int | None, plus: bool) -> Tensor:
-    index = layer_index(model, layer)
-    trace, targets = forward(model, images, target, keep_from=index + 1)
+    index = layer_index(model, layer, images)
+    trace, targets = forward(model, images, target, rules=GRADIENT, keep=[index], down_to=index)
     return normalize(upsample(low_res_cam(trace, targets, index, plus), images.shape[-2:]))
 
 
@@ -67,13 +68,15 @@ def _guided_cam(
     target: Any,
     layer: str | int | None,
     plus: bool,
+    smooth: str,
     reduction: str,
     output: str,
 ) -> Tensor:
-    index = layer_index(model, layer)
-    trace, targets = forward(model, images, target)
+    index = layer_index(model, layer, images)
+    guided = rule_set(GUIDED, smooth)
+    trace, targets = forward(model, images, target, rules=[GRADIENT, guided], keep=[index])
     cam = normalize(upsample(low_res_cam(trace, targets, index, plus), images.shape[-2:]))
-    raw = input_signal(trace, targets, GUIDED) * cam[:, None]
+    raw = input_signal(trace, targets, guided) * cam[:, None]
     return input_space_output(raw, reduction, output)
 
 
@@ -89,23 +92,26 @@ def gradcam_pp(model: nn.Module, images: Tensor, target: Any = None, *, layer: s
     return _cam(model, images, target, layer, plus=True)
 
 
-@register("guided_gradcam", params=[LAYER, REDUCTION, OUTPUT], paper="Selvaraju et al. 2017", class_specific=True)
+@register(
+    "guided_gradcam", params=[LAYER, SMOOTH, REDUCTION, OUTPUT], paper="Selvaraju et al. 2017", class_specific=True
+)
 def guided_gradcam(
     model: nn.Module,
     images: Tensor,
     target: Any = None,
     *,
     layer: str | int | None = None,
+    smooth: str = "refuse",
     reduction: str = "pos_l2",
     output: str = "heatmap",
 ) -> Tensor:
     """Guided Grad-CAM: guided backprop ⊙ upsampled Grad-CAM (Selvaraju et al. 2017, §3.1)."""
-    return _guided_cam(model, images, target, layer, False, reduction, output)
+    return _guided_cam(model, images, target, layer, False, smooth, reduction, output)
 
 
 @register(
     "guided_gradcam_pp",
-    params=[LAYER, REDUCTION, OUTPUT],
+    params=[LAYER, SMOOTH, REDUCTION, OUTPUT],
     paper="Chattopadhyay et al. 2018",
     class_specific=True,
 )
@@ -115,8 +121,9 @@ def guided_gradcam_pp(
     target: Any = None,
     *,
     layer: str | int | None = None,
+    smooth: str = "refuse",
     reduction: str = "pos_l2",
     output: str = "heatmap",
 ) -> Tensor:
     """Guided Grad-CAM++: guided backprop ⊙ upsampled Grad-CAM++ (Chattopadhyay et al. 2018)."""
-    return _guided_cam(model, images, target, layer, True, reduction, output)
+    return _guided_cam(model, images, target, layer, True, smooth, reduction, output)

@@ -18,6 +18,14 @@ down with one "adjoint" per layer:
 * conv:     DeconvNet's transposed convolution with the layer's filters (its bias ignored or subtracted).
 
 The input-level adjoint, non-zero only on the support that survived every mask, is the explanation.
+
+The paper walks VGG-16, a chain. On other graphs (our reading, not the paper's): masks and top-k at every ReLU
+and ReLU6 node (a ReLU6 is a ReLU whose adjoint is also ReLU); a residual ``add`` copies the adjoint to both
+branches (``add="proportional"`` splits it in proportion to each branch's forward contribution); an unfolded batch
+norm ``y = s ⊙ x + t`` has the adjoint ``s ⊙ ẑ`` (``s ⊙ (ẑ − t)`` with ``conv_bias="subtract"``, as for a
+convolution's bias); global and average pooling, concatenation, gates and reshapes take their exact (transposed)
+rules; unpooling happens only at max-pooling nodes. Smooth activations (SiLU, hard swish …) have no FBI adjoint:
+``smooth`` refuses them or crosses them by their gradient, unmasked.
 """
 
 from __future__ import annotations
@@ -29,12 +37,14 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from ..backprop import DECONVNET, RuleSet, _conv_gradient, _pair, one_hot, propagate
 from ..checks import check_images, preserved
+from ..engine import DECONVNET, Node, RuleSet, Trace, capture, needs, one_hot, propagate, record
+from ..engine.rules import gradient as exact
+from ..evaluate.iou import per_image_iou
 from ..registry import METHODS, Param, register
-from ..trace import Step, Trace, record
-from .base import OUTPUT, REDUCTION, forward, input_space_output
+from .base import OUTPUT, REDUCTION, SMOOTH, forward, input_space_output, rule_set
 
 __all__ = [
     "MASKS",
@@ -66,38 +76,60 @@ def softmax_adjoint(logits: Tensor, targets: Tensor) -> Tensor:
     return lo.scatter_(1, targets.view(-1, 1), logits.amax(1, keepdim=True))
 
 
-def dense_adjoint(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+@needs()
+def dense_adjoint(node: Node, trace: Trace, signal: Tensor) -> Tensor:
     """â^(l−1) = W^(l)ᵀ (ẑ^(l) − b^(l)) for a fully connected layer."""
-    m = step.module
-    assert isinstance(m, nn.Linear)
-    return (signal if m.bias is None else signal - m.bias) @ m.weight
+    w, b = trace.weights[node.index]
+    return (signal if b is None else signal - b) @ w
 
 
 def conv_adjoint(subtract_bias: bool) -> Any:
     """DeconvNet's transposed convolution with the layer's own filters, of ``ẑ − b`` when ``subtract_bias``."""
 
-    def rule(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
-        m = step.module
-        assert isinstance(m, nn.Conv2d)
-        if subtract_bias and m.bias is not None:
-            signal = signal - m.bias.view(1, -1, 1, 1)
-        return _conv_gradient(step, x_in, x_out, signal, aux)
+    @needs()
+    def rule(node: Node, trace: Trace, signal: Tensor) -> Tensor:
+        _, b = trace.weights[node.index]
+        if subtract_bias and b is not None:
+            signal = signal - b.view(1, -1, 1, 1)
+        return exact.conv(node, trace, signal)
 
     return rule
 
 
-def unpool_replicate_min(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+def batchnorm_adjoint(subtract_shift: bool) -> Any:
+    """An unfolded batch norm ``y = s ⊙ x + t``: ``s ⊙ ẑ``, or ``s ⊙ (ẑ − t)`` when ``subtract_shift``."""
+
+    @needs()
+    def rule(node: Node, trace: Trace, signal: Tensor) -> Tensor:
+        _, t = trace.weights[node.index]
+        if subtract_shift and t is not None:
+            signal = signal - t.view((1, -1) + (1,) * (signal.ndim - 2))
+        return exact.batchnorm(node, trace, signal)
+
+    return rule
+
+
+@needs("inputs")
+def add_proportional(node: Node, trace: Trace, signal: Tensor) -> tuple[Tensor, Tensor]:
+    """A residual ``a + b``: the adjoint split as ``ẑ ⊙ a/(a + b)`` and ``ẑ ⊙ b/(a + b)`` (halves where a + b = 0)."""
+    a, b = trace.input(node.index, 0), trace.input(node.index, 1)
+    total = a + b
+    share = torch.where(total != 0, a / torch.where(total != 0, total, 1), 0.5)
+    return exact.unbroadcast(signal * share, a.shape), exact.unbroadcast(signal * (1 - share), b.shape)
+
+
+@needs("inputs")
+def unpool_replicate_min(node: Node, trace: Trace, signal: Tensor) -> Tensor:
     """FBI's unpooling: copy each pooled backward value over its whole window (averaged where windows overlap,
     e.g. 3×3 stride 2), then ``min(a_pre_pool, â_up)`` entrywise. Input positions no window covers get 0."""
-    m = step.module
-    assert isinstance(m, nn.MaxPool2d)
-    k, s, p, d = (_pair(v) for v in (m.kernel_size, m.stride or m.kernel_size, m.padding, m.dilation))
-    if d != (1, 1):
-        raise ValueError(f"FBI unpooling needs max pooling without dilation; {step.name} has dilation {d}")
+    s = node.spec
+    if s.dilation != (1, 1):
+        raise ValueError(f"FBI unpooling needs max pooling without dilation; {node.name} has dilation {s.dilation}")
+    x_in = trace.input(node.index)
     # avg_pool2d's backward with divisor 1 adds every window's value onto each input position it covers.
     spread = torch.ops.aten.avg_pool2d_backward
-    total = spread(signal, x_in, k, s, p, m.ceil_mode, True, 1)
-    count = spread(torch.ones_like(signal[:1, :1]), x_in[:1, :1], k, s, p, m.ceil_mode, True, 1)
+    total = spread(signal, x_in, s.kernel, s.stride, s.padding, s.ceil_mode, True, 1)
+    count = spread(torch.ones_like(signal[:1, :1]), x_in[:1, :1], s.kernel, s.stride, s.padding, s.ceil_mode, True, 1)
     return torch.minimum(x_in, total / count.clamp_min(1))
 
 
@@ -155,8 +187,17 @@ def _top_channels(signal: Tensor, acts: Tensor, k_fraction: float, ranking: str)
     return keep[:, :, None, None]
 
 
+def top_activation(trace: Trace) -> int | None:
+    """The last ReLU / ReLU6 node with spatial maps (where ``topk_scope="top"`` keeps its top-k maps)."""
+    tops = [n.index for n in trace.graph.nodes if n.kind in MASKED and len(trace.shape(n.index)) == 4]
+    return tops[-1] if tops else None
+
+
+#: The activation kinds FBI masks (and whose adjoint is ReLU).
+MASKED = ("relu", "relu6")
+
+
 def fbi_rules(
-    trace: Trace,
     *,
     mask: str,
     tau: float,
@@ -166,30 +207,44 @@ def fbi_rules(
     ranking: str,
     unpool: str,
     conv_bias: str,
-    record: dict[str, Tensor] | None = None,
+    add: str = "copy",
+    smooth: str = "refuse",
+    kept: dict[str, Tensor] | None = None,
 ) -> RuleSet:
     """FBI as a rule set of the engine: DeconvNet's with the dense adjoint, the masked ReLU adjoint, replicate-min
-    unpooling (or DeconvNet's switches) and the conv bias handling swapped in. ``record`` (if given) receives, per
-    ReLU layer name, the boolean support that survives its mask (B×C×h×w or B×n)."""
-    maps = [i for i, s in enumerate(trace.steps) if s.kind == "relu" and trace.output(i).ndim == 4]
-    top = trace.steps[maps[-1]].name if maps else None
+    unpooling (or DeconvNet's switches) and the conv bias handling swapped in. ``kept`` (if given) receives, per
+    ReLU node name, the boolean support that survives its mask (B×C×h×w or B×n)."""
+    tops: dict[int, int | None] = {}  # per trace: the top ReLU with maps
 
-    def relu(step: Step, x_in: Tensor, x_out: Tensor, signal: Tensor, aux: Any) -> Tensor:
+    @needs("output")
+    def relu(node: Node, trace: Trace, signal: Tensor) -> Tensor:
+        x_out = trace.output(node.index)
         signal = forward_backward_mask(signal, x_out, mask, tau, keep_fraction)
-        if signal.ndim == 4 and (topk_scope == "every" or step.name == top):
+        if topk_scope == "top" and id(trace) not in tops:
+            tops[id(trace)] = top_activation(trace)
+        if signal.ndim == 4 and (topk_scope == "every" or node.index == tops[id(trace)]):
             keep = _top_channels(signal, x_out, k_fraction, ranking)
             if keep is not None:  # in place only on a tensor the mask made here
                 signal = signal * keep if mask == "none" else signal.mul_(keep)
         if mask == "none":  # a mask keeps positive entries only (τ ≥ 0, a ≥ 0): the ReLU adjoint is then a no-op
             signal = signal.clamp(min=0)
-        if record is not None:
-            record[step.name] = signal > 0
+        if kept is not None:
+            kept[node.name] = signal > 0
         return signal
 
-    rules: dict[str, Any] = {"linear": dense_adjoint, "relu": relu, "conv": conv_adjoint(conv_bias == "subtract")}
+    subtract = conv_bias == "subtract"
+    rules: dict[str, Any] = {
+        "linear": dense_adjoint,
+        "relu": relu,
+        "relu6": relu,
+        "conv": conv_adjoint(subtract),
+        "batchnorm": batchnorm_adjoint(subtract),
+    }
     if unpool == "replicate_min":
         rules["maxpool"] = unpool_replicate_min
-    return DECONVNET.with_rules("fbi", doc="Balu et al. 2017", **rules)
+    if add == "proportional":
+        rules["add"] = add_proportional
+    return rule_set(DECONVNET, smooth).with_rules("fbi", doc="Balu et al. 2017", **rules)
 
 
 MASK = Param("mask", "keep_fraction", "forward-backward mask: " + "; ".join(MASKS.values()), "choice", tuple(MASKS))
@@ -243,7 +298,15 @@ START = Param(
     "choice",
     ("softmax_adjoint", "one_hot"),
 )
-PARAMS = [START, MASK, TAU, KEEP_FRACTION, K_FRACTION, TOPK_SCOPE, RANKING, UNPOOL, CONV_BIAS]
+ADD = Param(
+    "add",
+    "copy",
+    "a residual add passes the adjoint to both branches ('copy') or splits it by their forward contributions "
+    "('proportional'); ours, the paper has no residuals",
+    "choice",
+    ("copy", "proportional"),
+)
+PARAMS = [START, MASK, TAU, KEEP_FRACTION, K_FRACTION, TOPK_SCOPE, RANKING, UNPOOL, CONV_BIAS, ADD, SMOOTH]
 
 
 def start_signal(logits: Tensor, targets: Tensor, start: str) -> Tensor:
@@ -252,10 +315,10 @@ def start_signal(logits: Tensor, targets: Tensor, start: str) -> Tensor:
 
 
 def _walk(
-    model: nn.Module, images: Tensor, target: Any, record: dict[str, Tensor] | None, start: str, **params: Any
+    model: nn.Module, images: Tensor, target: Any, kept: dict[str, Tensor] | None, start: str, **params: Any
 ) -> Tensor:
-    trace, targets = forward(model, images, target)
-    rules = fbi_rules(trace, record=record, **params)
+    rules = fbi_rules(kept=kept, **params)
+    trace, targets = forward(model, images, target, rules=rules)
     return propagate(trace, start_signal(trace.logits, targets, start), rules)
 
 
@@ -274,6 +337,8 @@ def fbi(
     ranking: str = "backward",
     unpool: str = "replicate_min",
     conv_bias: str = "ignore",
+    add: str = "copy",
+    smooth: str = "refuse",
     reduction: str = "pos_l2",
     output: str = "heatmap",
 ) -> Tensor:
@@ -294,6 +359,8 @@ def fbi(
         ranking=ranking,
         unpool=unpool,
         conv_bias=conv_bias,
+        add=add,
+        smooth=smooth,
     )
     return input_space_output(raw, reduction, output)
 
@@ -341,10 +408,6 @@ def sparsity_sweep(
     """FBI's sparsity trade-off measured: every (mask value, k_fraction) of the grid on a labelled set, each
     batch's forward pass recorded once and walked back for every grid point. ``mask="none"`` ignores
     ``values`` (one row). ``params``: FBI's other parameters."""
-    from tqdm.auto import tqdm
-
-    from ..evaluate import per_image_iou
-
     name = {"keep_fraction": "keep_fraction", "tau": "tau", "none": None}.get(mask, "?")
     if name == "?":
         raise ValueError(f"mask must be one of {', '.join(map(repr, MASKS))}, got {mask!r}")
@@ -358,15 +421,17 @@ def sparsity_sweep(
     dev = next(model.parameters()).device
     iou = torch.zeros(len(grid), len(k_fractions), dtype=torch.float64, device=dev)  # summed on the device
     support = torch.zeros_like(iou)
+    graph = capture(model)
     for i in tqdm(range(0, len(images), batch_size), desc="FBI sweep", unit="batch", disable=not progress):
         with preserved(model):
             batch = check_images(model, images[i : i + batch_size].to(dev))
-            trace = record(model, batch)
+            grid_rules = [[fbi_rules(**{k: v for k, v in p.items() if k != "start"}) for p in row] for row in points]
+            trace = record(graph, batch, rules=[r for row in grid_rules for r in row])
             start = start_signal(trace.logits, trace.logits.argmax(1), start_at)
             truth = masks[i : i + batch_size].to(dev)
-            for a, row in enumerate(points):
-                for b, p in enumerate(row):
-                    raw = propagate(trace, start, fbi_rules(trace, **{k: v for k, v in p.items() if k != "start"}))
+            for a, row in enumerate(grid_rules):
+                for b, rules in enumerate(row):
+                    raw = propagate(trace, start, rules)
                     heat = input_space_output(raw, reduction, "heatmap")
                     iou[a, b] += per_image_iou(heat, truth).mean(1).sum()
                     support[a, b] += (heat > 0).flatten(1).double().mean(1).sum()

@@ -26,13 +26,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from ..checks import check_images, check_targets, preserved
-from ..geometry import output_sizes
+from ..engine import capture, head_chain, record, resolve
+from ..engine.geometry import output_sizes
+from ..evaluate.iou import per_image_iou
 from ..maps import normalize, upsample
-from ..models import num_classes, resolve_layer
+from ..models import num_classes
 from ..registry import METHODS, Param, register
-from ..trace import Trace, record, walk
 from .base import conv_maps
 
 __all__ = [
@@ -144,24 +146,29 @@ def default_fourier_layer(model: nn.Module, size: int | tuple[int, int] = 224) -
     """The last pooling layer before the classifier whose maps are at least :data:`MIN_SIDE` on a side.
 
     The paper explains VGG-16's pool5 (7×7 at 224²). Our small VGG's pool5 is 3×3 at 112², too small for a
-    low and a high band, so there it is pool4 (7×7); AlexNet's pool5 is 6×6.
+    low and a high band, so there it is pool4 (7×7); AlexNet's pool5 is 6×6. A network that ends in global average
+    pooling (ResNet, EfficientNet …) has no pool5: there it is the last layer with a spatial map (7×7 at 224²).
     """
-    steps, sizes = walk(model), output_sizes(model, size)
-    pools = [(s.name, hw) for s, hw in zip(steps, sizes, strict=True) if s.kind in ("maxpool", "avgpool") and hw]
-    if not pools:
-        raise ValueError("model has no pooling layer before its classifier; pass layer=")
-    wide = [name for name, hw in pools if min(hw) >= MIN_SIDE]
+    hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    graph = capture(model)
+    chain = head_chain(graph, hw)
+    if not any(n.kind in ("maxpool", "avgpool") for n in chain):
+        return chain[-1].name
+    sizes = output_sizes(graph, hw)
+    pools = [(n.name, sizes[n.index]) for n in graph.nodes if n.kind in ("maxpool", "avgpool") and sizes[n.index]]
+    wide = [name for name, s in pools if min(s) >= MIN_SIDE]  # type: ignore[arg-type]
     return wide[-1] if wide else pools[0][0]
 
 
-def _layer_maps(model: nn.Module, images: Tensor, target: Any, layer: str | int | None) -> tuple[Trace, Tensor]:
+def _layer_maps(model: nn.Module, images: Tensor, target: Any, layer: str | int | None) -> tuple[str, Tensor]:
     """The explained layer's maps, from a forward pass that stops there; ``target`` is only checked."""
     images = check_images(model, images)
-    index = resolve_layer(model, default_fourier_layer(model, images.shape[-2:]) if layer is None else layer)
+    graph = capture(model)
+    index = resolve(graph, default_fourier_layer(model, images.shape[-2:]) if layer is None else layer)
     if target is not None:  # class-agnostic, but a wrong class is still an error
         check_targets(target, images.shape[0], num_classes(model), device=images.device)
-    trace = record(model, images, upto=index, keep_from=index + 1)
-    return trace, conv_maps(trace, index, "Fourier DVE")
+    trace = record(graph, images, rules=(), keep=[index], upto=index)
+    return graph.nodes[index].name, conv_maps(trace, index, "Fourier DVE")
 
 
 @dataclass
@@ -198,7 +205,7 @@ def fourier_steps(
     v_sums: str = "rows",
 ) -> FourierSteps:
     """Eqs. 3–4 with every intermediate kept (Fourier high-pass), for the notebook's step-by-step figures."""
-    trace, x = _layer_maps(model, images, None, layer)
+    name, x = _layer_maps(model, images, None, layer)
     h, w = x.shape[-2:]
     grid = {"device": x.device, "dtype": x.dtype}
     g_low = gaussian_transfer(h, w, sigma_low, **grid)
@@ -210,7 +217,7 @@ def fourier_steps(
     summed = product.sum(1)
     s = noise_filter(summed, kernel_scale, v_sums) if denoise else summed
     shift = torch.fft.fftshift
-    return FourierSteps(trace.steps[-1].name, x, shift(g_low), shift(g_high), low, high, product, summed, s)
+    return FourierSteps(name, x, shift(g_low), shift(g_high), low, high, product, summed, s)
 
 
 @register(
@@ -334,10 +341,6 @@ def sigma_sweep(
     """Mean IoU ×100 (over images and the evaluation's thresholds) of :func:`fourier_dve` at every
     (σ₁, σ₂) of the grid: a len(sigmas_low)×len(sigmas_high) tensor. The layer's maps are computed once per
     batch and reused for every pair; ``params`` are the method's other parameters (``output`` excepted)."""
-    from tqdm.auto import tqdm
-
-    from ..evaluate import per_image_iou
-
     checked = METHODS["fourier_dve"].check({**params, "sigma_low": SIGMA_LOW, "sigma_high": SIGMA_HIGH})
     layer = checked.pop("layer")
     for name in ("sigma_low", "sigma_high", "output"):

@@ -1,7 +1,7 @@
 """Input-space backward methods: vanilla gradient, DeconvNet, guided backprop — one engine, three rule sets.
 
 For the explained logit ``k_c`` each returns ``R = B_1 ∘ … ∘ B_L (e_c)``, the one-hot start signal walked
-down every layer with the rule set's backward maps ``B_l`` (:mod:`dvehelpers.backprop`), reduced over RGB.
+down every node with the rule set's backward maps ``B_l`` (:mod:`dvehelpers.engine.rules`), reduced over RGB.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..backprop import DECONVNET, GRADIENT, GUIDED, RuleSet
+from ..engine import DECONVNET, GRADIENT, GUIDED, RuleSet
 from ..registry import register
-from .base import OUTPUT, REDUCTION, forward, input_signal, input_space_output
+from .base import OUTPUT, REDUCTION, SMOOTH, forward, input_signal, input_space_output, rule_set
 
 __all__ = ["gradient", "deconvnet", "guided_backprop"]
 
 
 def _explain(rules: RuleSet, model: nn.Module, images: Tensor, target: Any, reduction: str, output: str) -> Tensor:
-    trace, targets = forward(model, images, target)
+    trace, targets = forward(model, images, target, rules=rules)
     return input_space_output(input_signal(trace, targets, rules), reduction, output)
 
 
@@ -35,27 +35,31 @@ def gradient(
     return _explain(GRADIENT, model, images, target, reduction, output)
 
 
-@register("deconvnet", params=[REDUCTION, OUTPUT], paper="Zeiler & Fergus 2014", class_specific=True)
+@register("deconvnet", params=[SMOOTH, REDUCTION, OUTPUT], paper="Zeiler & Fergus 2014", class_specific=True)
 def deconvnet(
     model: nn.Module,
     images: Tensor,
     target: Any = None,
     *,
+    smooth: str = "refuse",
     reduction: str = "pos_l2",
     output: str = "heatmap",
 ) -> Tensor:
-    """DeconvNet: ReLU passes max(R, 0) regardless of the forward input; max-pool switches (Zeiler & Fergus 2014)."""
-    return _explain(DECONVNET, model, images, target, reduction, output)
+    """DeconvNet: ReLU and ReLU6 pass max(R, 0) regardless of the forward input; max-pool switches (Zeiler & Fergus
+    2014)."""
+    return _explain(rule_set(DECONVNET, smooth), model, images, target, reduction, output)
 
 
-@register("guided_backprop", params=[REDUCTION, OUTPUT], paper="Springenberg et al. 2015", class_specific=True)
+@register("guided_backprop", params=[SMOOTH, REDUCTION, OUTPUT], paper="Springenberg et al. 2015", class_specific=True)
 def guided_backprop(
     model: nn.Module,
     images: Tensor,
     target: Any = None,
     *,
+    smooth: str = "refuse",
     reduction: str = "pos_l2",
     output: str = "heatmap",
 ) -> Tensor:
-    """Guided backprop: ReLU passes max(R, 0)·[x > 0] (Springenberg et al. 2015, eq. in §3.4)."""
-    return _explain(GUIDED, model, images, target, reduction, output)
+    """Guided backprop: ReLU passes max(R, 0)·[x > 0], ReLU6 max(R, 0)·[0 < x < 6] (Springenberg et al. 2015,
+    eq. in §3.4)."""
+    return _explain(rule_set(GUIDED, smooth), model, images, target, reduction, output)

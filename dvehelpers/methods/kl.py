@@ -27,11 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..backprop import GRADIENT, propagate
+from ..engine import GRADIENT, capture, pool5_layer, propagate, resolve
 from ..maps import normalize, upsample
-from ..models import resolve_layer
 from ..registry import Param, register
-from ..trace import walk
 from .base import conv_maps, forward
 
 __all__ = [
@@ -228,23 +226,22 @@ def z_shares(steps: KLIntermediates) -> ZShares:
     )
 
 
-def default_pool_layer(model: nn.Module) -> str:
-    """The last pooling layer before the classifier (``pool5`` of VGG and AlexNet)."""
-    name = None
-    for step in walk(model):
-        if step.kind in ("linear", "flatten"):
-            break
-        if step.kind in ("maxpool", "avgpool"):
-            name = step.name
-    if name is None:
-        raise ValueError("model has no pooling layer before its classifier; pass layer=")
-    return name
+def default_pool_layer(model: nn.Module, size: tuple[int, int] = (224, 224)) -> str:
+    """The last pooling layer before the classifier (``pool5`` of VGG and AlexNet); for networks that end in global
+    average pooling (ResNet, EfficientNet …), which have none, the last layer with a spatial map."""
+    graph = capture(model)
+    return graph.nodes[pool5_layer(graph, size)].name
 
 
 @register(
     "kl_dve",
     params=[
-        Param("layer", None, "explained layer (None: the last pooling layer, pool5)", kind="layer"),
+        Param(
+            "layer",
+            None,
+            "explained layer (None: the last pooling layer, pool5; the last spatial layer of a net without one)",
+            kind="layer",
+        ),
         Param(
             "perplexity",
             None,
@@ -285,8 +282,11 @@ def kl_dve(
     kernel has a fixed width of 1, so the scale of k decides which pairs of classes dominate z. The gradient
     w.r.t. k itself is z / T, a factor that standardisation removes.
     """
-    index = resolve_layer(model, default_pool_layer(model) if layer is None else layer)
-    trace, targets = forward(model, images, target, keep_from=index + 1)
+    graph = capture(model)
+    size = tuple(images.shape[-2:])
+    index = pool5_layer(graph, size, images.shape[1]) if layer is None else resolve(graph, layer)
+    rules = () if reading == "literal" else GRADIENT
+    trace, targets = forward(model, images, target, rules=rules, keep=[index], down_to=index)
     x = conv_maps(trace, index, "KL-DVE")
     kl = kl_intermediates(trace.logits / temperature, targets, perplexity)
     if perplexity is not None and not kl.search.converged.all():  # the default's shortfall is by design (doc)
@@ -299,6 +299,6 @@ def kl_dve(
     if reading == "literal":
         emap = kl.alpha.abs().sum(1)[:, None, None] * x.sum(1)
     else:
-        z = standardize(propagate(trace, kl.z, GRADIENT, stop=index + 1))
+        z = standardize(propagate(trace, kl.z, GRADIENT, to=index))
         emap = (z.abs().mean((2, 3))[:, :, None, None] * x).sum(1) if reading == "gradient" else (x * z.abs()).sum(1)
     return normalize(upsample(emap, images.shape[-2:]))

@@ -9,15 +9,17 @@ code, L2-normalised as a whole (here at fit and at test time alike).
 
     W* = argmin_W ‖XᵀW − Lᵀ‖²_F   s.t.  ‖w_j‖₁ ≤ μ  for every class j,
 
-C independent constrained least-squares problems, solved together by accelerated projected gradient (FISTA
-with adaptive restart) with the exact sort-based projection onto the L1 ball (Duchi et al., ICML 2008). The
-relevant features of class j are the non-zero entries of ``w_j``.
+C independent constrained least-squares problems (:mod:`dvehelpers.methods.lasso`). The relevant features of class
+j are the non-zero entries of ``w_j``.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +27,31 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from ..backprop import GUIDED, GUIDED_STRIDED_FIX, RESIZE_MODES, RuleSet, propagate_from
-from ..backprop import strided_fix as _fix
+from ..atomic import save
 from ..checks import check_images
-from ..maps import normalize, reduce_rgb
-from ..models import resolve_layer
+from ..data import An8Flower
+from ..engine import (
+    GUIDED,
+    GUIDED_STRIDED_FIX,
+    RESIZE_MODES,
+    RuleSet,
+    Trace,
+    capture,
+    propagate,
+    record,
+    resolve,
+    shapes,
+)
+from ..engine import strided_fix as fix_rule
+from ..engine.geometry import receptive_field
+from ..maps import normalize, reduce_rgb, upsample
+from ..models import checkpoints, load, num_classes
 from ..registry import Param, register
-from ..trace import Trace, record, walk
+from ..train import model_name, predict
+from .base import SMOOTH, forward, rule_set
+from .lasso import LassoResult, duality_gap, lasso_objective, mu_lasso, project_l1
 
 __all__ = [
     "AverageImage",
@@ -67,16 +86,20 @@ __all__ = [
 # ---------------------------------------------------------------- features
 
 
+#: The activations whose outputs are features: every activation but the sigmoid gates of squeeze-excitation.
+FEATURE_KINDS = ("relu", "relu6", "silu", "hardswish", "gelu", "tanh")
+
+
 def default_feature_layers(model: nn.Module, conv_only: bool = False) -> list[str]:
-    """Every ReLU output from the first convolution to the last hidden fully connected layer (``conv_only``:
-    only those that follow a convolution, for the paper's ablation with relevant features found in conv layers)."""
-    steps = walk(model)
-    last_linear = max((i for i, s in enumerate(steps) if s.kind == "linear"), default=len(steps))
-    first_linear = min((i for i, s in enumerate(steps) if s.kind == "linear"), default=len(steps))
-    end = first_linear if conv_only else last_linear
-    names = [s.name for i, s in enumerate(steps) if s.kind == "relu" and i < end]
+    """Every activation output (each call of an activation: ReLU, ReLU6, SiLU …) from the first convolution to the
+    last hidden fully connected layer (``conv_only``: only those before the first fully connected layer, for the
+    paper's ablation with relevant features found in conv layers)."""
+    nodes = capture(model).nodes
+    linears = [n.index for n in nodes if n.kind == "linear"]
+    end = (linears[0] if conv_only else linears[-1]) if linears else len(nodes)
+    names = [n.name for n in nodes if n.kind in FEATURE_KINDS and n.index < end]
     if not names:
-        raise ValueError("model has no ReLU before its output layer; pass layers=")
+        raise ValueError("model has no activation before its output layer; pass layers=")
     return names
 
 
@@ -123,10 +146,9 @@ class FeatureLayout:
 def feature_layout(model: nn.Module, layers: Sequence[str] | None = None, size: int = 112) -> FeatureLayout:
     """The layout of :func:`features` for ``model`` (channel counts from one ``size``² input of zeros)."""
     names = list(default_feature_layers(model) if layers is None else layers)
-    indices = [resolve_layer(model, n) for n in names]
-    ref = next(model.parameters())
-    trace = record(model, torch.zeros(1, 3, size, size, dtype=ref.dtype, device=ref.device), upto=max(indices))
-    return FeatureLayout(tuple(names), tuple(int(trace.output(i).shape[1]) for i in indices))
+    graph = capture(model)
+    got = shapes(graph, (size, size))
+    return FeatureLayout(tuple(names), tuple(int(got[resolve(graph, n)][1]) for n in names))
 
 
 def _layer_energy(acts: Tensor) -> Tensor:
@@ -138,7 +160,7 @@ def _layer_energy(acts: Tensor) -> Tensor:
 
 def _batch_features(model: nn.Module, images: Tensor, indices: list[int], l2_normalize: bool) -> Tensor:
     images = check_images(model, images)
-    return _trace_features(record(model, images, upto=max(indices)), indices, l2_normalize)
+    return _trace_features(record(model, images, rules=(), keep=indices, upto=max(indices)), indices, l2_normalize)
 
 
 def _trace_features(trace: Trace, indices: list[int], l2_normalize: bool) -> Tensor:
@@ -166,10 +188,9 @@ def features(
 ) -> Tensor:
     """The B×m feature matrix of ``images`` (a B×3×H×W tensor, or a DataLoader yielding images or tuples whose
     first entry is the images), one row per image, in :func:`feature_layout` order, on the model's device."""
-    from tqdm.auto import tqdm
-
     names = list(default_feature_layers(model) if layers is None else layers)
-    indices = [resolve_layer(model, n) for n in names]
+    graph = capture(model)
+    indices = [resolve(graph, n) for n in names]
     dev = next(model.parameters()).device
     batches, total = _batches(images, batch_size)
     rows = [
@@ -179,143 +200,6 @@ def features(
     if not rows:
         raise ValueError("no images to compute features of")
     return torch.cat(rows)
-
-
-# ---------------------------------------------------------------- μ-lasso
-
-
-def project_l1(v: Tensor, mu: float, nonneg: bool = False) -> Tensor:
-    """Euclidean projection of every column of ``v`` (m×C) onto ``{w : ‖w‖₁ ≤ μ}`` (and ``w ≥ 0`` with
-    ``nonneg``): ``sign(v) ⊙ max(|v| − θ, 0)`` with the θ ≥ 0 found by sorting (Duchi et al. 2008, Fig. 1)."""
-    if not mu > 0:
-        raise ValueError(f"mu must be a positive L1 radius, got {mu}")
-    a = v.clamp(min=0) if nonneg else v.abs()
-    u = a.sort(0, descending=True).values
-    cssv = u.cumsum(0) - mu
-    j = torch.arange(1, v.shape[0] + 1, dtype=v.dtype, device=v.device)[:, None]
-    rho = (u - cssv / j > 0).sum(0, keepdim=True).clamp(min=1)  # the number of entries left non-zero
-    theta = (cssv.gather(0, rho - 1) / rho).clamp(min=0)
-    theta = torch.where(a.sum(0, keepdim=True) <= mu, 0, theta)  # inside the ball: unchanged
-    shrunk = (a - theta).clamp(min=0)
-    return shrunk if nonneg else torch.sign(v) * shrunk
-
-
-def lasso_objective(X: Tensor, L: Tensor, W: Tensor) -> Tensor:
-    """``‖Xᵀw_j − l_j‖²`` for every class j (C): the μ-lasso objective per class."""
-    return (X.T @ W - L.T).square().sum(0)
-
-
-def duality_gap(grad: Tensor, W: Tensor, mu: float, nonneg: bool = False) -> Tensor:
-    """Frank–Wolfe duality gap per class, ``max_{s ∈ ball} ⟨∇f(w), w − s⟩`` (C): an upper bound on the
-    objective's distance to the optimum, 0 exactly at a solution."""
-    lowest = grad.amin(0).clamp(max=0) if nonneg else -grad.abs().amax(0)
-    return (grad * W).sum(0) - mu * lowest
-
-
-@dataclass
-class LassoResult:
-    """:func:`mu_lasso`'s answer: ``W`` (m×C), the ``objective`` and Frank–Wolfe ``gap`` per class at the
-    last iterate, the ``iterations`` run and whether every class reached the tolerance (``converged``)."""
-
-    W: Tensor
-    objective: Tensor
-    gap: Tensor
-    iterations: int
-    converged: bool
-
-
-def _check_problem(X: Tensor, L: Tensor, mu: float) -> None:
-    if X.ndim != 2 or L.ndim != 2 or X.shape[1] != L.shape[1]:
-        raise ValueError(
-            f"X must be m×N and L C×N (one column per training image), got {tuple(X.shape)} and {tuple(L.shape)}"
-        )
-    if not mu > 0 or math.isinf(mu):
-        raise ValueError(f"mu must be a positive, finite L1 radius, got {mu}")
-    if not (torch.isfinite(X).all() and torch.isfinite(L).all()):
-        raise ValueError("X and L must be finite")
-
-
-def _largest_eigenvalue(gram_times: Any, m: int, like: Tensor, max_iter: int = 1000) -> Tensor:
-    """``σ_max(X)²`` = the largest eigenvalue of ``G = XXᵀ`` by power iteration (an SVD of a feature matrix
-    takes seconds), times 1.02: the Rayleigh quotient approaches it from below, and the step must not exceed
-    ``1/(2σ_max²)``. A fixed, non-constant start vector keeps it deterministic."""
-    v = 1 + 0.1 * torch.cos(torch.arange(m, dtype=like.dtype, device=like.device))[:, None]
-    v = v / v.norm()
-    value = torch.zeros((), dtype=like.dtype, device=like.device)
-    for _ in range(max_iter):
-        gv = gram_times(v)
-        new = (v * gv).sum()
-        norm = gv.norm()
-        if norm == 0:
-            return new
-        v = gv / norm
-        if (new - value).abs() <= 1e-10 * new:
-            value = new
-            break
-        value = new
-    return value * 1.02
-
-
-def mu_lasso(
-    X: Tensor,
-    L: Tensor,
-    mu: float,
-    nonneg: bool = False,
-    W0: Tensor | None = None,
-    tol: float = 1e-9,
-    max_iter: int = 20000,
-) -> LassoResult:
-    """Solve ``min ‖XᵀW − Lᵀ‖²_F s.t. ‖w_j‖₁ ≤ μ`` (and ``W ≥ 0`` with ``nonneg``) for all C classes at once.
-
-    ``X``: m×N features (one column per image), ``L``: C×N labels (one-hot), on any device; computed in float64
-    there. FISTA on the Gram form ``f(w) = wᵀGw − 2wᵀXl + ‖l‖²`` (``G = XXᵀ``; products ``X(Xᵀw)`` when N < m)
-    with step ``1/(2σ_max(X)²)`` (power iteration), the exact L1-ball projection and an adaptive restart of each
-    class's momentum. It stops when every class's duality gap is at most ``tol · max(f, ‖l‖²)``. ``W0``
-    warm-starts (a μ path reuses the previous ``W``).
-    """
-    _check_problem(X, L, mu)
-    dtype = X.dtype
-    x, lab = X.double(), L.to(X.device).double()
-    xl = x @ lab.T
-    # G·w with G = XXᵀ: through the m×m Gram matrix, or as X(Xᵀw) when there are fewer images than features
-    if x.shape[1] < x.shape[0]:
-
-        def gram_times(v: Tensor) -> Tensor:
-            return x @ (x.T @ v)
-    else:
-        gram = x @ x.T
-
-        def gram_times(v: Tensor) -> Tensor:
-            return gram @ v
-
-    l2 = lab.square().sum(1)
-    step = 1 / (2 * _largest_eigenvalue(gram_times, x.shape[0], x).clamp_min(torch.finfo(torch.float64).tiny))
-    w = project_l1(torch.zeros_like(xl) if W0 is None else W0.to(xl), mu, nonneg)
-    y, t = w.clone(), torch.ones(1, xl.shape[1], dtype=xl.dtype, device=xl.device)
-    scale = l2.clamp_min(torch.finfo(torch.float64).tiny)
-    converged, it = False, 0
-    for it in range(1, max_iter + 1):
-        grad_y = 2 * (gram_times(y) - xl)
-        w_next = project_l1(y - step * grad_y, mu, nonneg)
-        restart = ((y - w_next) * (w_next - w)).sum(0, keepdim=True) > 0  # momentum points uphill: drop it
-        t_next = torch.where(restart, 1.0, (1 + torch.sqrt(1 + 4 * t.square())) / 2)
-        y = w_next + torch.where(restart, 0.0, (t - 1) / t_next) * (w_next - w)
-        w, t = w_next, t_next
-        if it % 10 == 0 or it == max_iter:
-            gw = gram_times(w)
-            grad = 2 * (gw - xl)
-            f = (w * gw).sum(0) - 2 * (w * xl).sum(0) + l2
-            if (duality_gap(grad, w, mu, nonneg) <= tol * torch.maximum(f, scale)).all():
-                converged = True
-                break
-    grad = 2 * (gram_times(w) - xl)
-    return LassoResult(
-        w.to(dtype),
-        lasso_objective(x, lab, w).to(dtype),
-        duality_gap(grad, w, mu, nonneg).to(dtype),
-        it,
-        converged,
-    )
 
 
 # ---------------------------------------------------------------- the interpretation
@@ -398,10 +282,7 @@ class Interpretation:
             "l2_normalize": bool(self.l2_normalize),
             "record": dict(self.record),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-        return path
+        return save(blob, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Interpretation:
@@ -456,9 +337,6 @@ def fit(
     predictions with ``labels="predicted"``). ``mu`` = 5 is the authors' value for an8Flower; ``solver`` goes
     to :func:`mu_lasso` (``tol``, ``max_iter``). ``keep_features`` keeps the training features and labels in
     memory (not in saved files), so that :meth:`Interpretation.at` can refit at another μ."""
-    from ..models import num_classes
-    from ..train import predict
-
     if labels not in LABELS:
         raise ValueError(f"labels must be one of {', '.join(map(repr, LABELS))}, got {labels!r}")
     if not mu > 0:
@@ -492,18 +370,12 @@ def fingerprint(model: nn.Module) -> list[float]:
 
 #: Shipped interpretations live here, one per shipped checkpoint, under the checkpoint's name.
 def shipped_path(name: str) -> Path:
-    from ..models import MODEL_DIR
-
-    return MODEL_DIR / "vebi" / f"{name}.pt"
+    return checkpoints.MODEL_DIR / "vebi" / f"{name}.pt"
 
 
 def fit_shipped(variant: str, arch: str, seed: int = 0, mu: float = 5.0, progress: bool = True) -> Path:
     """Fit the interpretation of the shipped checkpoint ``an8flower-<arch>-<variant>`` on its training split
     (data seed ``seed``, the split it was trained on) and save it beside the checkpoint (``make models``)."""
-    from ..data import An8Flower
-    from ..models import load
-    from ..train import model_name
-
     name = model_name(arch, variant)
     model = load(name)
     size = int(getattr(model, "meta", {}).get("image_size", 112))
@@ -570,15 +442,13 @@ def average_image(
     """Oramas et al.'s average-image interpretation of feature (``layer``, ``channel``) over ``images``
     (e.g. the training split). The response is the feature value of :func:`features` (the channel's share of
     its layer's energy); a fully connected feature has no position, so its crop is the whole image."""
-    from tqdm.auto import tqdm
-
-    from ..geometry import receptive_field
-
-    index = resolve_layer(model, layer)
+    graph = capture(model)
+    index = resolve(graph, layer)
     dev = next(model.parameters()).device
     values, peaks = [], []
     for i in tqdm(range(0, len(images), batch_size), desc=f"{layer}:{channel}", disable=not progress):
-        acts = record(model, check_images(model, images[i : i + batch_size].to(dev)), upto=index).output(index)
+        batch = check_images(model, images[i : i + batch_size].to(dev))
+        acts = record(graph, batch, rules=(), keep=[index], upto=index).output(index)
         if not 0 <= channel < acts.shape[1]:
             raise ValueError(f"channel {channel} out of range for {layer} with {acts.shape[1]} channels")
         values.append(_layer_energy(acts)[:, channel])
@@ -587,7 +457,7 @@ def average_image(
     response, peak = torch.cat(values), torch.cat(peaks)
     order = response.argsort(descending=True)[:top]
     h, w = images.shape[-2:]
-    rf = receptive_field(model, index) if _spatial(model, index) else None  # FC features: the whole image
+    rf = _field(graph, index, (h, w))  # FC features: the whole image
     crops, boxes = [], []
     for n in order.tolist():
         box = (0, 0, h, w) if rf is None else rf.box(divmod(int(peak[n]), width), (h, w))
@@ -597,9 +467,12 @@ def average_image(
     return AverageImage(torch.cat(crops).mean(0), order, response[order], boxes)
 
 
-def _spatial(model: nn.Module, index: int) -> bool:
-    """Whether step ``index`` still has positions (before any adaptive pool, flatten or linear step)."""
-    return all(s.kind not in ("adaptive_avgpool", "flatten", "linear") for s in walk(model)[: index + 1])
+def _field(graph: Any, index: int, size: tuple[int, int]) -> Any:
+    """The receptive field of node ``index``, or None where it has none (after a global pool or a flatten)."""
+    try:
+        return receptive_field(graph, index, size)
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------- the explanation (registered as "vebi")
@@ -635,7 +508,7 @@ def responses(x: Tensor, W: Tensor, targets: Tensor) -> Tensor:
 
 
 def _check_layout(trace: Trace, interp: Interpretation) -> list[int]:
-    model_steps = {s.name: i for i, s in enumerate(trace.steps)}
+    model_steps = {n.name: n.index for n in trace.graph.nodes}
     indices = []
     for layer, n in zip(interp.layers, interp.channels, strict=True):
         if layer not in model_steps:
@@ -665,8 +538,6 @@ def _select(trace: Trace, interp: Interpretation, targets: Tensor, k: int) -> Se
 def _say_empty(interp: Interpretation, targets: Tensor, k: int) -> None:
     """Allowed, but said: k above the number of relevant features of an explained class (slots with ``r ≤ 0``
     are empty maps too; :func:`select` shows which)."""
-    import warnings
-
     counts = {int(j): int((interp.W[:, int(j)] != 0).sum()) for j in targets.unique()}
     short = ", ".join(f"class {j}: {n}" for j, n in sorted(counts.items()) if n < k)
     if short:
@@ -685,37 +556,48 @@ def select(
     mu: float | None = None,
 ) -> Selection:
     """Which features :func:`vebi` visualises for each image: the top-k of ``r`` for the explained class."""
-    from .base import forward
-
     interp = interpretation_of(model, interpretation)
     interp = interp if mu is None else interp.at(mu)
-    trace, targets = forward(model, images, target)
+    trace, targets = forward(model, images, target, rules=(), keep=_feature_nodes(model, interp))
     return _select(trace, interp, targets, k)
+
+
+def _feature_nodes(model: nn.Module, interp: Interpretation) -> list[int]:
+    """The node indices of the interpretation's feature layers (an error names a layer the model lacks)."""
+    graph = capture(model)
+    out = []
+    for layer in interp.layers:
+        try:
+            out.append(resolve(graph, layer))
+        except ValueError:
+            raise ValueError(f"the interpretation's layer {layer!r} is not a layer of this model") from None
+    return out
 
 
 def feature_heatmaps(trace: Trace, sel: Selection, rules: RuleSet) -> Tensor:
     """One input-level heatmap per selected feature (B×k×H×W, each min-max normalised; empty slots are 0):
     a backward pass under ``rules`` from the feature's own forward map (every other channel zero), all B·k
-    passes batched into one walk (:func:`dvehelpers.backprop.propagate_from`)."""
+    passes batched into one walk (:func:`dvehelpers.engine.propagate` with a start per feature layer)."""
     b, k = sel.index.shape
-    names = {s.name: i for i, s in enumerate(trace.steps)}
+    names = {n.name: n.index for n in trace.graph.nodes}
     where = [(names[layer], channel) for layer, channel in map(sel.layout.locate, sel.index.flatten().tolist())]
-    step = torch.tensor([w[0] for w in where], device=sel.index.device)
+    node = torch.tensor([w[0] for w in where], device=sel.index.device)
     channel = torch.tensor([w[1] for w in where], device=sel.index.device)
     valid = sel.valid.flatten()
     rows = torch.arange(b, device=sel.index.device).repeat_interleave(k)
-    starts = sorted({int(i) for i in step[valid]})
+    starts = sorted({int(i) for i in node[valid]})
+    images = trace.output(-1)
     if not starts:
-        return trace.input(0).new_zeros(b, k, *trace.input(0).shape[-2:])
-    sub = trace.select(rows, upto=starts[-1])
+        return images.new_zeros(b, k, *images.shape[-2:])
+    sub = trace.select(rows)
     signals = {}
     for i in starts:
         acts = sub.output(i)
-        mine = (valid & (step == i)).nonzero()[:, 0]
+        mine = (valid & (node == i)).nonzero()[:, 0]
         start = torch.zeros_like(acts)
         start[mine, channel[mine]] = acts[mine, channel[mine]]
         signals[i] = start
-    raw = propagate_from(sub, signals, rules)
+    raw = propagate(sub, signals, rules)
     heat = normalize(reduce_rgb(raw, "pos_l2")) * valid[:, None, None]
     return heat.view(b, k, *heat.shape[-2:])
 
@@ -755,11 +637,31 @@ OUTPUT = Param(
 )
 
 
+def _cache_identity(model: nn.Module, params: Mapping[str, Any]) -> str | None:
+    """What a vebi result depends on beyond its parameters and the weights: the shipped interpretation file's bytes
+    (a registry hook that the evaluation's cache keys read)."""
+    if params.get("interpretation") is not None:
+        return None
+    meta = getattr(model, "meta", {}) or {}
+    path = shipped_path(f"an8flower-{meta.get('arch')}-{meta.get('variant')}")
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _for_randomised(model: nn.Module, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters for explaining randomised copies of ``model`` (the sanity check): the trained model's relevant
+    features are part of the method, fitted once, so they are kept, with the check of the weights dropped."""
+    interp = copy.copy(interpretation_of(model, params.get("interpretation")))
+    interp.record = {k: v for k, v in interp.record.items() if k != "fingerprint"}
+    return {**params, "interpretation": interp}
+
+
 @register(
     "vebi",
-    params=[K, FEATURE, MERGE, STRIDED_FIX, RESIZE, MU, INTERPRETATION, OUTPUT],
+    params=[K, FEATURE, MERGE, STRIDED_FIX, RESIZE, SMOOTH, MU, INTERPRETATION, OUTPUT],
     paper="Oramas et al. 2019",
     class_specific=True,
+    identity=_cache_identity,
+    randomised=_for_randomised,
 )
 def vebi(
     model: nn.Module,
@@ -771,6 +673,7 @@ def vebi(
     merge: str = "max",
     strided_fix: bool = True,
     resize: str = "nearest",
+    smooth: str = "refuse",
     mu: float | None = None,
     interpretation: Interpretation | None = None,
     output: str = "heatmap",
@@ -779,21 +682,20 @@ def vebi(
     ĵ, each visualised by a guided backward pass from its own forward map (strided convolutions resized, then
     transposed at stride 1), kept positive, L2 over RGB and min-max normalised; the explanation is their
     pixel-wise max (METHODS.md §3, explanation stage)."""
-    from .base import forward
-
     if feature is not None and feature >= k:
         raise ValueError(f"feature={feature} picks one of the k={k} selected features; valid: 0..{k - 1} or None")
     interp = interpretation_of(model, interpretation)
     interp = interp if mu is None else interp.at(mu)
-    trace, targets = forward(model, images, target)
-    sel = _select(trace, interp, targets, k)
     rules = GUIDED
     if strided_fix:
         rules = (
             GUIDED_STRIDED_FIX
             if resize == "nearest"
-            else GUIDED.with_rules("guided_strided_fix_" + resize, conv=_fix(resize))
+            else GUIDED.with_rules(f"guided_strided_fix_{resize}", conv=fix_rule(resize))
         )
+    rules = rule_set(rules, smooth)
+    trace, targets = forward(model, images, target, rules=rules, keep=_feature_nodes(model, interp))
+    sel = _select(trace, interp, targets, k)
     heat = feature_heatmaps(trace, sel, rules)
     if output == "features":
         return heat
@@ -838,11 +740,10 @@ def feature_activations(model: nn.Module, images: Tensor, sel: Selection) -> Ten
     """The forward maps of the selected features (B×k×H×W): each channel's map upsampled bilinearly to the image
     and min-max normalised — the "upsampled activation" that Oramas et al. (blog post, Figure 7) set against the
     backward visualisation. A fully connected feature has no map: its slot is 0, as are empty slots."""
-    from ..maps import upsample
-
     images = check_images(model, images)
-    steps = {s.name: i for i, s in enumerate(walk(model))}
-    trace = record(model, images, upto=max(steps[layer] for layer in sel.layout.layers))
+    graph = capture(model)
+    nodes = {layer: resolve(graph, layer) for layer in sel.layout.layers}
+    trace = record(graph, images, rules=(), keep=nodes.values(), upto=max(nodes.values()))
     b, k = sel.index.shape
     out = images.new_zeros(b, k, *images.shape[-2:])
     for i in range(b):
@@ -850,7 +751,7 @@ def feature_activations(model: nn.Module, images: Tensor, sel: Selection) -> Ten
             if not sel.valid[i, slot]:
                 continue
             layer, channel = sel.layout.locate(int(sel.index[i, slot]))
-            acts = trace.output(steps[layer])
+            acts = trace.output(nodes[layer])
             if acts.ndim == 4:
                 out[i, slot] = normalize(upsample(acts[i : i + 1, channel], images.shape[-2:]))[0]
     return out

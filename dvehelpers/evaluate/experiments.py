@@ -12,6 +12,7 @@ compare the accuracy drop with zeroing as many random filters. :func:`ablate` do
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import time
@@ -21,9 +22,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from .evaluate import THRESHOLDS, heatmaps, per_image_iou
-from .maps import normalize
+from ..engine import capture
+from ..maps import THRESHOLDS, gaussian_blur, normalize
+from ..models import resolve_layer
+from ..train import predict
+from .iou import heatmaps, per_image_iou
 
 __all__ = [
     "gaussian_blur",
@@ -37,27 +42,6 @@ __all__ = [
     "stride_grid",
     "median_seconds",
 ]
-
-
-def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """Images (B×C×H×W) blurred by a Gaussian of standard deviation ``sigma`` pixels (σ = 0: unchanged).
-
-    A separable kernel truncated at 3σ, reflected at the borders, one depthwise convolution per axis.
-    """
-    if sigma < 0:
-        raise ValueError(f"sigma must be ≥ 0 pixels, got {sigma}")
-    if sigma == 0:
-        return images
-    radius = max(1, math.ceil(3 * sigma))
-    if radius >= min(images.shape[-2:]):
-        raise ValueError(f"sigma {sigma} is too large for {tuple(images.shape[-2:])} images (3σ ≥ the side)")
-    t = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    k = torch.exp(-t.square() / (2 * sigma**2))
-    k = k / k.sum()
-    c = images.shape[1]
-    x = torch.nn.functional.pad(images, (radius, radius, radius, radius), mode="reflect")
-    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def map_iou(a: Tensor, b: Tensor, thresholds: Tensor | None = None) -> Tensor:
@@ -124,10 +108,6 @@ def blur_test(
 ) -> BlurTest:
     """The blur experiment (Fourier DVE's Fig. 6) on a labelled set: at every σ (pixels) the prediction and
     ``method``'s map (for the predicted class of the blurred image) against the unblurred map and the mask."""
-    from tqdm.auto import tqdm
-
-    from .train import predict
-
     dev = next(model.parameters()).device
     labels, masks = labels.to(dev), masks.to(dev)
     base = heatmaps(model, images, method, params, batch_size=batch_size)
@@ -142,37 +122,35 @@ def blur_test(
 
 
 def ablate(model: nn.Module, units: Sequence[tuple[str, int]]) -> nn.Module:
-    """A copy of ``model`` in which every unit (``layer``, ``channel``) — a ReLU output, as the features of
+    """A copy of ``model`` in which every unit (``layer``, ``channel``) — an activation output, as the features of
     :mod:`dvehelpers.methods.vebi` name them — is zero for every input: the filter (weights and bias) of the
-    convolution or linear layer feeding that ReLU is zeroed. ``model`` itself is left unchanged."""
-    import copy
-
-    from .models import resolve_layer
-    from .trace import walk
-
+    convolution or linear layer feeding that activation is zeroed, and so is the channel of a batch norm folded
+    into it. ``model`` itself is left unchanged."""
     out = copy.deepcopy(model)
-    steps = walk(out)
+    graph = capture(out)
     with torch.no_grad():
         for layer, channel in units:
-            i = resolve_layer(out, layer)
-            # zero filter and bias -> zero pre-activation -> zero ReLU output (nothing may sit between them)
-            if steps[i].kind != "relu" or i == 0 or steps[i - 1].kind not in ("conv", "linear"):
+            node = graph.nodes[resolve_layer(out, layer)]
+            source = graph.nodes[node.inputs[0]] if node.inputs and node.inputs[0] >= 0 else None
+            # zero filter and bias -> zero pre-activation -> zero output (nothing else may sit between them)
+            if node.kind not in ("relu", "relu6") or source is None or source.kind not in ("conv", "linear"):
                 raise ValueError(f"{layer} is not a ReLU right after a convolution or linear layer; ablate those")
-            source = steps[i - 1]
-            weight = source.module.weight
+            assert source.weights is not None
+            weight = getattr(source.weights.module, source.weights.weight)
             if not 0 <= channel < weight.shape[0]:
                 raise ValueError(f"channel {channel} out of range for {layer} with {weight.shape[0]} channels")
             weight[channel] = 0
-            if source.module.bias is not None:
-                source.module.bias[channel] = 0
+            if source.weights.bias is not None:
+                getattr(source.weights.module, source.weights.bias)[channel] = 0
+            if source.weights.fold is not None:  # γ = β = 0: the folded batch norm's output is 0 too
+                source.weights.fold.weight[channel] = 0
+                source.weights.fold.bias[channel] = 0
     return out
 
 
 def balanced_accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 256) -> float:
     """Mean per-class accuracy (the paper's "mean classification accuracy"): accuracy within each class present
     in ``labels``, averaged over those classes."""
-    from .train import predict
-
     pred, labels = predict(model, images, batch_size), labels.cpu()
     classes = labels.unique()
     return float(torch.stack([(pred[labels == c] == c).double().mean() for c in classes]).mean())
@@ -212,12 +190,8 @@ def ablation_test(
     of the non-zero rows of W), and ``seeds`` times as many filters drawn uniformly at random from the same
     pool; report the drop in balanced accuracy on (``images``, ``labels``). ``scope="conv"`` restricts both the
     relevant and the random filters to convolutional layers (the paper's second setting)."""
-    from tqdm.auto import tqdm
-
-    from .trace import walk
-
-    layout, steps = interpretation.layout, walk(model)
-    conv_layers = {s.name for i, s in enumerate(steps) if s.kind == "relu" and i and steps[i - 1].kind == "conv"}
+    layout, nodes = interpretation.layout, capture(model).nodes
+    conv_layers = {n.name for n in nodes if n.inputs and n.inputs[0] >= 0 and nodes[n.inputs[0]].kind == "conv"}
     relevant = (interpretation.W != 0).any(1).nonzero()[:, 0].tolist()
     base = balanced_accuracy(model, images, labels)
     out = {}

@@ -17,12 +17,17 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from .maps import normalize
+from ..data import PARTS
+from ..maps import THRESHOLDS, normalize
+from ..models import num_classes
+from ..registry import explain
+from ..train import predict
 
 __all__ = [
-    "run",
     "THRESHOLDS",
+    "check_maps",
     "REFERENCES",
     "iou_curve",
     "mean_iou",
@@ -41,11 +46,8 @@ __all__ = [
     "confusions",
 ]
 
-#: Default threshold grid: 0.05 … 0.95 in steps of 0.05 (our choice; the paper's grid is unknown).
-THRESHOLDS = torch.arange(1, 20, dtype=torch.float64) / 20
 
-
-def _check(heatmaps: Tensor, masks: Tensor) -> None:
+def check_maps(heatmaps: Tensor, masks: Tensor) -> None:
     if heatmaps.ndim != 3 or masks.shape != heatmaps.shape:
         raise ValueError(
             f"heatmaps and masks must both be B×H×W of one shape, got {tuple(heatmaps.shape)} and {tuple(masks.shape)}"
@@ -65,7 +67,7 @@ def per_image_iou(heatmaps: Tensor, masks: Tensor, thresholds: Tensor | None = N
     Vectorised without a B×T×H×W tensor: each pixel is binned by how many thresholds it reaches, so the
     predicted and intersecting areas at every threshold are reverse cumulative sums of per-image bin counts.
     """
-    _check(heatmaps, masks)
+    check_maps(heatmaps, masks)
     t = (THRESHOLDS if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float64)).to(heatmaps.device)
     if t.ndim != 1 or t.numel() == 0 or (t <= 0).any() or (t > 1).any():
         raise ValueError("thresholds must be a non-empty 1-D sequence of values in (0, 1]")
@@ -119,8 +121,6 @@ def salient_shares(
     """:func:`salient_parts` summed over named groups of parts of :data:`dvehelpers.data.PARTS`: for each group,
     the share of every image's salient pixels that land on it (B). E.g. ``{"petals": ["petals"],
     "stem + leaves": ["stem", "leaves"]}``."""
-    from .data import PARTS
-
     unknown = sorted({p for names in groups.values() for p in names} - set(PARTS))
     if unknown:
         raise ValueError(f"unknown part(s) {unknown}; valid: {', '.join(PARTS)}")
@@ -211,12 +211,6 @@ def class_sensitivity(
     one. An other-class map that is constant (``empty``) counts as r = 0 — the map changed, by vanishing —
     so read ``r`` together with how often that happens.
     """
-    from tqdm.auto import tqdm
-
-    from .models import num_classes
-    from .registry import explain
-    from .train import predict
-
     params = params or {}
     k = num_classes(model)
     dev = next(model.parameters()).device
@@ -268,8 +262,6 @@ def _explained(
     batch_size: int,
 ) -> Iterator[tuple[int, Tensor]]:
     """``(start, heatmaps)`` for consecutive batches of ``images``, explained on the model's device."""
-    from .registry import explain
-
     dev = next(model.parameters()).device
     for i in range(0, len(images), batch_size):
         t = target if target is None or isinstance(target, int) else target[i : i + batch_size].to(dev)
@@ -288,8 +280,6 @@ def heatmaps(
     """``method``'s maps (N×H×W, on the model's device) for a whole set, explained in batches.
 
     ``target``: None (each image's top-1 class), one class for every image, or one class per image."""
-    from tqdm.auto import tqdm
-
     batches = _explained(model, images, method, params or {}, target, batch_size)
     n = -(-len(images) // batch_size)
     return torch.cat([h for _, h in tqdm(batches, total=n, desc=method, unit="batch", disable=not progress)])
@@ -323,8 +313,6 @@ def evaluate(
     ``label -> (name, params)`` so that one method can be scored with several settings. ``target``: the
     explained class of each image (default: the model's top-1 prediction, as in Oramas et al.'s protocol).
     """
-    from tqdm.auto import tqdm
-
     jobs = _jobs(methods, params)
     dev = next(model.parameters()).device
     bar = tqdm(total=len(jobs) * -(-len(images) // batch_size), desc="explaining", unit="batch", disable=not progress)
@@ -337,14 +325,6 @@ def evaluate(
         out[label] = torch.cat(curves)
     bar.close()
     return out
-
-
-def run(*args: Any, **kwargs: Any) -> Any:
-    """The whole an8Flower evaluation — every method × variant × model, with reference rows, pointing game,
-    deletion / insertion and the sanity checks, cached: :func:`dvehelpers.protocol.run` (same arguments)."""
-    from .protocol import run as run_protocol
-
-    return run_protocol(*args, **kwargs)
 
 
 def summary(results: dict[str, Tensor]) -> dict[str, float]:

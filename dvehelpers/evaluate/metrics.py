@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .evaluate import _check
+from ..checks import check_images, preserved, resolve_targets
+from ..maps import gaussian_blur
+from .iou import check_maps
 
 __all__ = ["POINTING", "pointing_game", "max_on", "dilate", "BASELINES", "Curves", "deletion_insertion", "auc"]
 
@@ -63,7 +65,7 @@ def pointing_game(heatmaps: Tensor, masks: Tensor, convention: str = "quantus") 
     :data:`POINTING`): ``"quantus"`` (no tolerance) or ``"torchray"`` (within 15 px)."""
     if convention not in POINTING:
         raise ValueError(f"convention must be one of {', '.join(map(repr, POINTING))}, got {convention!r}")
-    _check(heatmaps, masks)
+    check_maps(heatmaps, masks)
     return max_on(heatmaps, dilate(masks, POINTING[convention]))
 
 
@@ -101,8 +103,6 @@ def _baseline(images: Tensor, baseline: str) -> Tensor:
     if baseline == "zeros":
         return torch.zeros_like(images)
     if baseline == "blur":
-        from .experiments import gaussian_blur
-
         return gaussian_blur(images, 5.0)
     raise ValueError(f"baseline must be one of {', '.join(map(repr, BASELINES))}, got {baseline!r}")
 
@@ -121,8 +121,6 @@ def deletion_insertion(
     are classified in chunks of ``batch_size``. Pixels are taken in decreasing order of the map (ties: by pixel
     index); step s has the first ``round(s/steps · H·W)`` of them deleted / inserted. ``baseline``: None = RISE's
     choice (``"zeros"`` for deletion, ``"blur"`` for insertion). ``target``: None = each image's top-1 class."""
-    from .checks import check_images, preserved, resolve_targets
-
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if steps < 1:

@@ -8,7 +8,8 @@ stays similar (e.g. an edge detector over the image) explains the image rather t
 
 Re-initialisation follows torchvision's own VGG/AlexNet init (Kaiming-normal, fan-out, for convolutions; normal
 with σ = 0.01 for linear layers; zero biases), seeded. The trained model is never touched: every stage is a
-deep copy.
+deep copy. A batch norm folded into a convolution keeps its statistics (the convolution's weights are what is
+learned and randomised).
 """
 
 from __future__ import annotations
@@ -20,8 +21,22 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-__all__ = ["rank_correlation", "randomisable_layers", "randomised", "Cascade", "cascade"]
+from ..engine import Node, capture
+from ..registry import METHODS
+from ..train import predict
+from .iou import correlation, heatmaps
+
+__all__ = ["CLASS_BLIND", "SURVIVES", "rank_correlation", "randomisable_layers", "randomised", "Cascade", "cascade"]
+
+#: A class-specific method whose median correlation between the maps of two classes is at least this is flagged
+#: *class-blind* (ours: "barely changes with the class").
+CLASS_BLIND = 0.9
+#: A method whose median rank correlation with its trained-model map stays at least this once the whole classifier
+#: (every fully connected layer, from the logits down) is randomised is flagged *survives randomisation* (ours): the
+#: decision was made there, so a map that explains it must change.
+SURVIVES = 0.5
 
 
 def _average_ranks(x: Tensor) -> Tensor:
@@ -43,8 +58,6 @@ def _average_ranks(x: Tensor) -> Tensor:
 def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
     """Spearman's rank correlation of each pair of maps ``a[i]``, ``b[i]`` (B×…) → B: the Pearson correlation of
     their tie-averaged ranks. A constant map has no ranking; it counts as 1 against an identical map, else 0."""
-    from .evaluate import correlation
-
     if a.shape != b.shape:
         raise ValueError(f"maps must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     ra, rb = _average_ranks(a.flatten(1).double()), _average_ranks(b.flatten(1).double())
@@ -54,39 +67,41 @@ def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(constant, same.double(), r)
 
 
+def _learned(model: nn.Module) -> list[Node]:
+    """The convolution and linear nodes (the layers with learned weights), top (logits) first."""
+    return [n for n in reversed(capture(model).nodes) if n.kind in ("conv", "linear") and n.weights is not None]
+
+
 def randomisable_layers(model: nn.Module) -> list[str]:
-    """Paper names of the layers with learned weights (convolutions and linear layers), top (logits) first."""
-    from .trace import walk
-
-    return [s.name for s in reversed(walk(model)) if isinstance(s.module, (nn.Conv2d, nn.Linear))]
+    """Names of the layers with learned weights (convolutions and linear layers), top (logits) first."""
+    return [n.name for n in _learned(model)]
 
 
-def _reinit(module: nn.Module, generator: torch.Generator) -> None:
+def _reinit(node: Node, generator: torch.Generator) -> None:
+    assert node.weights is not None
+    weight = getattr(node.weights.module, node.weights.weight)
     # drawn on the CPU so that a seed gives the same weights on every device
-    w = torch.empty(module.weight.shape, dtype=module.weight.dtype)
-    if isinstance(module, nn.Conv2d):
+    w = torch.empty(weight.shape, dtype=weight.dtype)
+    if node.kind == "conv":
         nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu", generator=generator)
     else:
         nn.init.normal_(w, 0.0, 0.01, generator=generator)
     with torch.no_grad():
-        module.weight.copy_(w)
-        if module.bias is not None:
-            module.bias.zero_()
+        weight.copy_(w)
+        if node.weights.bias is not None:
+            getattr(node.weights.module, node.weights.bias).zero_()
 
 
 def randomised(model: nn.Module, layers: int, seed: int = 0) -> nn.Module:
     """A deep copy of ``model`` with its top ``layers`` learned layers (:func:`randomisable_layers` order)
     re-initialised; ``layers`` = 0 copies it unchanged. The original is left as it was."""
-    from .trace import walk
-
-    names = randomisable_layers(model)
-    if not 0 <= layers <= len(names):
-        raise ValueError(f"layers must be in 0..{len(names)} (the model's learned layers), got {layers}")
+    n = len(randomisable_layers(model))
+    if not 0 <= layers <= n:
+        raise ValueError(f"layers must be in 0..{n} (the model's learned layers), got {layers}")
     copied = copy.deepcopy(model)
-    steps = {s.name: s.module for s in walk(copied)}
     g = torch.Generator().manual_seed(seed)
-    for name in names[:layers]:
-        _reinit(steps[name], g)
+    for node in _learned(copied)[:layers]:
+        _reinit(node, g)
     return copied
 
 
@@ -103,19 +118,6 @@ class Cascade:
         return self.r.median(1).values
 
 
-def _frozen(model: nn.Module, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` for explaining randomised copies of ``model``: vebi keeps the trained model's relevant features
-    (its interpretation is part of the method, fitted once), with the weights check dropped."""
-    params = dict(params)
-    if method == "vebi":
-        from .methods.vebi import interpretation_of
-
-        interp = copy.copy(interpretation_of(model, params.get("interpretation")))
-        interp.record = {k: v for k, v in interp.record.items() if k != "fingerprint"}
-        params["interpretation"] = interp
-    return params
-
-
 def cascade(
     model: nn.Module,
     images: Tensor,
@@ -128,13 +130,10 @@ def cascade(
 ) -> Cascade:
     """Cascading randomisation (Adebayo et al. 2018, §3.1): the rank correlation of every image's map under the
     trained model with its map after randomising the top 1, 2, …, all learned layers. ``target``: the explained
-    class, None = the trained model's top-1 class (kept fixed through the cascade, so only the weights change)."""
-    from tqdm.auto import tqdm
-
-    from .evaluate import heatmaps
-    from .train import predict
-
-    params = _frozen(model, method, params or {})
+    class, None = the trained model's top-1 class (kept fixed through the cascade, so only the weights change).
+    A method that carries state fitted on the trained model (vebi's interpretation) keeps it through the cascade
+    (its registry entry's ``randomised`` hook)."""
+    params = METHODS[method].params_for_randomised(model, params or {})
     dev = next(model.parameters()).device
     if target is None:
         target = predict(model, images.to(dev)).to(dev)

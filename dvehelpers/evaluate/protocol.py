@@ -32,6 +32,19 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..atomic import write_bytes
+from ..data import VARIANTS, An8Flower, class_names, one_per_class
+from ..devices import device as default_device
+from ..models import default_cam_layer, layer_shape, load
+from ..registry import METHODS
+from ..train import model_name, predict
+from ..viz import table
+from .iou import REFERENCES, THRESHOLDS, class_sensitivity, heatmaps, per_class, per_image_iou, reference_maps
+from .metrics import POINTING, auc, deletion_insertion, dilate, max_on
+from .report import write_all
+from .sanity import CLASS_BLIND, SURVIVES, cascade
 
 __all__ = [
     "ARCHS",
@@ -66,13 +79,6 @@ PAPER_TABLE = (
 PAPER_TOP = ("vebi", "guided_gradcam_pp")
 #: Reference rows of the table (:func:`dvehelpers.evaluate.reference_maps`), in the order they are shown.
 REFERENCE_ROWS = ("constant", "centre", "random", "mask_lowres", "mask")
-#: A class-specific method whose median correlation between the maps of two classes is at least this is flagged
-#: *class-blind* (ours: "barely changes with the class").
-CLASS_BLIND = 0.9
-#: A method whose median rank correlation with its trained-model map stays at least this once the whole classifier
-#: (every fully connected layer, from the logits down) is randomised is flagged *survives randomisation* (ours): the
-#: decision was made there, so a map that explains it must change.
-SURVIVES = 0.5
 #: Deletion and insertion baselines of the protocol (ours; see :func:`run`).
 BASELINE = {"deletion": "zeros", "insertion": "zeros"}
 #: Bump when what an entry holds or how it is computed changes: older cache entries are then not used.
@@ -102,7 +108,6 @@ class Sizes:
 def default_jobs() -> dict[str, tuple[str, dict[str, Any]]]:
     """``label -> (method, parameters)``: every registered method with its defaults, plus the settings that the
     notebooks show to matter — the KL-DVE readings and FBI at a ten times denser mask."""
-    from .registry import METHODS
 
     jobs: dict[str, tuple[str, dict[str, Any]]] = {name: (name, {}) for name in sorted(METHODS)}
     for reading in ("gradient", "elementwise"):
@@ -116,7 +121,6 @@ def select_jobs(
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """The jobs to run: all of :func:`default_jobs` (None); for names, the jobs with that label or of that method
     (``"kl_dve"`` brings its readings); a mapping ``label -> (method, parameters)`` is taken as it is."""
-    from .registry import METHODS
 
     if isinstance(methods, Mapping):
         unknown = sorted({m for m, _ in methods.values()} - set(METHODS))
@@ -188,9 +192,7 @@ class Cache:
         buf = io.BytesIO()
         torch.save({"key": key, "payload": payload}, buf)
         body = buf.getvalue()
-        tmp = self._path(key).with_name(f"{key}.{os.getpid()}.tmp")
-        tmp.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
-        os.replace(tmp, self._path(key))
+        write_bytes(self._path(key), hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
 
 
 # ---------------------------------------------------------------- one entry
@@ -215,7 +217,6 @@ class _Set:
 
 
 def _balanced(labels: Tensor, per_class: int) -> Tensor:
-    from .data import one_per_class
 
     counts = torch.bincount(labels.cpu())
     n = min(per_class, int(counts[counts > 0].min()))
@@ -235,8 +236,6 @@ class _Settings:
 
 def _score(s: _Set, maps: Tensor, cfg: _Settings) -> tuple[dict[str, Any], dict[str, float]]:
     """The localisation and faithfulness part of an entry, from the maps of the whole test set."""
-    from .evaluate import per_image_iou
-    from .metrics import POINTING, deletion_insertion, max_on
 
     t0 = time.perf_counter()
     masks = s.masks.to(maps.device)
@@ -253,9 +252,6 @@ def _score(s: _Set, maps: Tensor, cfg: _Settings) -> tuple[dict[str, Any], dict[
 
 
 def _method_entry(s: _Set, method: str, params: dict[str, Any], cfg: _Settings) -> dict[str, Any]:
-    from .evaluate import class_sensitivity, heatmaps
-    from .registry import METHODS
-    from .sanity import cascade
 
     with warnings.catch_warnings():
         # vebi's notice that a class has fewer relevant features than k (notebook 03) would repeat for every batch
@@ -280,7 +276,6 @@ def _method_entry(s: _Set, method: str, params: dict[str, Any], cfg: _Settings) 
 
 
 def _reference_entry(s: _Set, kind: str, cfg: _Settings) -> dict[str, Any]:
-    from .evaluate import reference_maps
 
     t0 = time.perf_counter()
     maps = reference_maps(kind, s.masks, s.grid if kind == "mask_lowres" else None, cfg.seed).to(s.images.device)
@@ -341,7 +336,6 @@ class Evaluation:
         return dict(self._rows[key])
 
     def _row(self, label: str, variant: str, arch: str) -> dict[str, Any]:
-        from .metrics import auc
 
         e = self.entries[(label, variant, arch)]
         scores = e["iou"].double().mean(1) * 100  # per image, mean over thresholds
@@ -436,7 +430,6 @@ class Evaluation:
 
     def per_class(self, variant: str, arch: str) -> dict[str, Tensor]:
         """Mean IoU ×100 per class (K) of every method and reference for one variant and model."""
-        from .evaluate import per_class
 
         k = len(self.class_names[variant])
         return {
@@ -494,7 +487,6 @@ class Evaluation:
 
     def table(self, variant: str | None = None, arch: str | None = None) -> Any:
         """The results as a :class:`dvehelpers.viz.Table` (optionally for one variant and/or model)."""
-        from .viz import table
 
         rows = [r for r in self.rows() if variant in (None, r["variant"]) and arch in (None, r["model"])]
         body = [_cells(r) for r in rows]
@@ -505,7 +497,6 @@ class Evaluation:
         """The two sanity checks per method over every variant and model: the range (min–max) of the median class
         correlation and in how many sets it is flagged class-blind; the range of the median rank correlation with
         the classifier randomised and with every layer randomised, and in how many sets the map survives."""
-        from .viz import table
 
         sets = [(v, a) for v in self.variants for a in self.archs]
 
@@ -537,7 +528,6 @@ class Evaluation:
     def summary(self) -> Any:
         """Mean IoU ×100 of every method and reference (rows) per variant and model (columns), best first by the
         average over columns, with the flags."""
-        from .viz import table
 
         cols = [(v, a) for v in self.variants for a in self.archs]
         rows = []
@@ -556,39 +546,8 @@ class Evaluation:
         """Write ``evaluation.csv`` (every number), ``evaluation.md`` (the summary and the full table), ``summary.txt``,
         ``per_class.csv`` and the figures (IoU curves per variant and model, the randomisation cascade and the
         class sensitivity) to ``out`` (default :func:`default_results`); returns the paths."""
-        from . import viz
 
-        out = Path(out) if out is not None else default_results()
-        out.mkdir(parents=True, exist_ok=True)
-        paths = [_write_csv(out / "evaluation.csv", self.rows())]
-        per_class_rows = [
-            {"method": m, "variant": v, "model": a, "class": self.class_names[v][c], "mean_iou": float(x)}
-            for v in self.variants
-            for a in self.archs
-            for m, vals in self.per_class(v, a).items()
-            for c, x in enumerate(vals.tolist())
-        ]
-        paths.append(_write_csv(out / "per_class.csv", per_class_rows))
-        md = [
-            "# an8Flower evaluation",
-            "",
-            f"Sizes: {asdict(self.sizes)}; thresholds {len(self.thresholds)} from {float(self.thresholds.min()):.2f} "
-            f"to {float(self.thresholds.max()):.2f}. Flags: class-blind = median class r ≥ {CLASS_BLIND}; survives = "
-            f"median rank r ≥ {SURVIVES} with the classifier (every fully connected layer) randomised (both "
-            "thresholds ours). random r (all): with every learned layer randomised.",
-            "",
-            _markdown(self.summary()),
-            "",
-            _markdown(self.table()),
-            "",
-        ]
-        paths.append(_write_text(out / "evaluation.md", "\n".join(md)))
-        paths.append(_write_text(out / "summary.txt", str(self.summary())))
-        for name, fig in viz.evaluation_figures(self).items():
-            paths.append(out / f"{name}.png")
-            fig.savefig(paths[-1], dpi=90, bbox_inches="tight")
-            viz.plt.close(fig)
-        return paths
+        return write_all(self, Path(out) if out is not None else default_results())
 
 
 def classifier_stage(layers: Sequence[str]) -> int:
@@ -622,40 +581,10 @@ def _cells(r: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-def _markdown(t: Any) -> str:
-    lines = [f"**{t.title}**", ""] if t.title else []
-    lines.append("| " + " | ".join(t.header) + " |")
-    lines.append("|" + "---|" * len(t.header))
-    lines += ["| " + " | ".join(r) + " |" for r in t.rows]
-    return "\n".join(lines)
-
-
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    import csv
-
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return _write_text(path, buf.getvalue())
-
-
 # ---------------------------------------------------------------- the run
 
 
 def _test_set(variant: str, arch: str, sizes: Sizes, dev: torch.device, root: str | Path | None, seed: int) -> _Set:
-    from .data import An8Flower
-    from .metrics import POINTING, dilate
-    from .models import default_cam_layer, layer_shape, load
-    from .train import model_name, predict
 
     model = load(model_name(arch, variant)).to(dev).eval()
     size = int(getattr(model, "meta", {}).get("image_size", 112))
@@ -678,17 +607,6 @@ def _test_set(variant: str, arch: str, sizes: Sizes, dev: torch.device, root: st
         (h, w),
         {c: dilate(masks, tol).to(dev) for c, tol in POINTING.items()},
     )
-
-
-def _extra_identity(method: str, params: Mapping[str, Any], s: _Set) -> Any:
-    """What else a method's result depends on: vebi's shipped interpretation file."""
-    if method == "vebi" and params.get("interpretation") is None:
-        from .methods.vebi import shipped_path
-        from .train import model_name
-
-        path = shipped_path(model_name(s.arch, s.variant))
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    return None
 
 
 def run(
@@ -715,11 +633,6 @@ def run(
     inserted pixels become (:data:`dvehelpers.metrics.BASELINES`), default :data:`BASELINE` — zeros for both,
     not RISE's blurred insertion start: blur keeps the colours, the only cue of an8Flower, so every map's
     insertion curve would start near 1. Returns an :class:`Evaluation`."""
-    from tqdm.auto import tqdm
-
-    from . import device as default_device
-    from .data import VARIANTS, class_names
-    from .evaluate import REFERENCES, THRESHOLDS
 
     jobs = select_jobs(methods)
     bad = [v for v in variants if v not in VARIANTS] + [a for a in archs if a not in ARCHS]
@@ -753,7 +666,8 @@ def run(
             result.labels[variant] = s.labels
             for label, method, params in todo:
                 bar.set_description(f"{label} · {arch} · {variant}")
-                ident = {"method": method or label, "params": params, "extra": _extra_identity(method, params, s)}
+                extra = None if method is None else METHODS[method].cache_identity(s.model, params)
+                ident = {"method": method or label, "params": params, "extra": extra}
                 key = _digest(ident, s.key, protocol)
                 entry = store.get(key)
                 if entry is None:
