@@ -78,9 +78,10 @@ def import_graph() -> dict[str, set[str]]:
                 parts = hit.split(".")
                 for k in range(2, len(parts) + 1):  # the target and its subpackages' __init__
                     name = ".".join(parts[:k])
-                    if name in graph and name != me and (k == len(parts) or is_package(name)):
-                        if not me.startswith(name + "."):  # a module's own package is already being imported
-                            graph[me].add(name)
+                    # (a module's own package is already being imported when the module is)
+                    own = me.startswith(name + ".")
+                    if name in graph and name != me and not own and (k == len(parts) or is_package(name)):
+                        graph[me].add(name)
     return graph
 
 
