@@ -201,3 +201,15 @@ def test_user_hooks_do_not_run_and_stay() -> None:
     dh.explain("guided_backprop", model, seeded_images(0, b=1))
     assert calls == [] and len(model.features[0]._forward_hooks) == 1
     handle.remove()
+
+
+def test_an_in_place_activation_never_writes_through_a_view_into_a_kept_tensor() -> None:
+    """conv → flatten (a view of the conv's output) → ReLU: with the conv's output kept, the ReLU must not run in
+    place on the view (it would overwrite the kept map)."""
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.ReLU(inplace=True), nn.Linear(2 * 6 * 6, 2)).double()
+    x = seeded_images(0, b=2, size=8) - 0.5
+    trace = record(model.eval(), x, rules=GUIDED, keep=[0])
+    with torch.no_grad():
+        conv = model[0](x)
+    assert (conv < 0).any()
+    torch.testing.assert_close(trace.output(0), conv, rtol=0, atol=0)

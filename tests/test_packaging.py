@@ -131,3 +131,17 @@ def test_cli_interpret_fits_each_shipped_model(
     assert main(args) == 0
     assert calls == [("single-6c", "alexnet", 0, 2.0), ("double-12c", "alexnet", 0, 2.0)]
     assert "saved double-12c-alexnet" in capsys.readouterr().out
+
+
+def test_cli_layers_lists_every_node_with_kind_and_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m dvehelpers layers MODEL``: a torchvision name (built without weights), a shipped model."""
+    assert main(["layers", "resnet18", "--size", "64"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "ResNet: 49 layers for a 64×64 input (pass a name as layer=)"
+    row = next(line for line in out if " layer4.1.relu_1 " in line)
+    assert row.split()[2:4] == ["relu", "512×2×2"] and "(layer4.1.relu)" in row  # the module the call belongs to
+    assert main(["layers", "an8flower-vgg-single-6c"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "for a 112×112 input" in out[0] and any(line.split()[1:4] == ["pool5", "maxpool", "128×3×3"] for line in out)
+    with pytest.raises(SystemExit, match="no model named 'nonet'"):
+        main(["layers", "nonet"])

@@ -154,8 +154,11 @@ class _Run:
                 del self.live[j]
 
     def _dead_after(self, node: Node, j: int) -> bool:
-        """Whether node ``node`` may overwrite its input ``j``: nothing else reads or keeps it."""
-        return j != INPUT and self.last.get(j) == node.index and j not in self.keep and node.inputs.count(j) == 1
+        """Whether node ``node`` may overwrite its input ``j``: nothing else reads or keeps it, and it owns its memory
+        (a reshape's output may be a view of a tensor that lives on; the images are the caller's)."""
+        if j == INPUT or self.graph.nodes[j].kind in ("reshape", "unknown"):
+            return False
+        return self.last.get(j) == node.index and j not in self.keep and node.inputs.count(j) == 1
 
     def _forward(self, node: Node) -> Tensor:
         x = self.live[node.inputs[0]] if node.inputs else None
