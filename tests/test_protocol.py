@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,13 @@ def test_rescoring_on_a_sub_grid_and_the_curve_peaks(quick: protocol.Evaluation)
     row = quick.row(*key)
     assert row["deletion_ci_low"] <= row["deletion_auc"] <= row["deletion_ci_high"]
     assert row["faithfulness_images"] == len(quick.entries[key]["deletion"])
+
+
+def test_default_folders_are_the_repository_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """results/, data/cache and data/models sit at the repository's top, wherever the modules that name them live."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.delenv("DVE_RESULTS", raising=False)
+    monkeypatch.delenv("DVE_DATA", raising=False)
+    assert protocol.default_results() == root / "results"
+    assert dh.data.default_cache() == root / "data" / "cache"
+    assert Path(dh.models.checkpoints.MODEL_DIR).resolve() == root / "data" / "models" or "DVE_MODELS" in os.environ

@@ -171,7 +171,7 @@ class _Builder:
     def _is_meta(self, n: fx.Node) -> bool:
         if n.op == "call_method" and n.target in ("size", "dim"):
             return True
-        if n.op == "call_function" and n.target is getattr and n.args[1] in ("shape", "ndim"):
+        if n.op == "call_function" and n.target is getattr and n.args[1] in ("shape", "ndim", "dtype", "device"):
             return True
         if n.op == "call_function" and n.target in SIZE_OPS:
             refs = [self.value.get(a) for a in n.args if isinstance(a, fx.Node)]
@@ -219,7 +219,7 @@ class _Builder:
         if c.inplace and c.inputs:  # later users of the overwritten tensor read this node
             overwritten = c.inputs[0]
             for key, val in self.value.items():
-                if val == overwritten and key is not n:
+                if isinstance(val, Ref) and val == overwritten and key is not n:
                     self.value[key] = Ref(raw.uid)
 
     def _explicit_pad(self, c: Classified, path: str) -> Classified:

@@ -124,11 +124,7 @@ def classify_module(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, 
     if _own_forward(module, nn.Flatten):
         m = module
         return Classified("reshape", inputs, fn=torch.flatten, args=(x, m.start_dim, m.end_dim), what=what)  # type: ignore[attr-defined]
-    if (
-        isinstance(module, (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d))
-        and type(module).forward is type(module).__mro__[1].forward
-        or isinstance(module, nn.ZeroPad2d)
-    ):
+    if isinstance(module, (nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)):  # ZeroPad2d is constant
         mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate"}.get(type(module), "constant")  # type: ignore[call-overload]
         return _pad(inputs, x, tuple(module.padding), mode, float(getattr(module, "value", 0.0)), what)  # type: ignore[attr-defined]
     return Classified("unknown", _tensor_refs(list(args) + list(kwargs.values())), what=what)

@@ -144,7 +144,7 @@ def select_jobs(
 def default_results() -> Path:
     """``$DVE_RESULTS`` if set, else ``results/`` in the repository."""
     env = os.environ.get("DVE_RESULTS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "results"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "results"
 
 
 # ---------------------------------------------------------------- the cache
