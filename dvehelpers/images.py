@@ -10,6 +10,7 @@ illustration, not a benchmark.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ import matplotlib.cbook as cbook
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage import data as skimage_data
 from sklearn.datasets import load_sample_images
 from torch import Tensor, nn
@@ -26,6 +27,9 @@ from .models import imagenet_categories
 from .models.checkpoints import TORCHVISION_NORMALIZE
 
 __all__ = [
+    "MAX_BYTES",
+    "MAX_PIXELS",
+    "decode",
     "Photo",
     "PHOTOS",
     "photo_array",
@@ -118,3 +122,33 @@ def _normalize(images: Tensor, spec: dict[str, Sequence[float]]) -> Tensor:
     mean = torch.tensor(spec["mean"], dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(spec["std"], dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
     return (images - mean) / std
+
+
+#: The largest upload :func:`decode` accepts, in bytes and in pixels (a photo of 4000×3000 is 12 megapixels).
+MAX_BYTES = 50 * 2**20
+MAX_PIXELS = 100_000_000
+
+
+def decode(data: bytes, size: int = 224) -> Tensor:
+    """Any JPEG / PNG / … file's bytes as a 1×3×size×size tensor in [0, 1] (central square, resized): greyscale made
+    RGB, transparency laid on white, the EXIF orientation applied. A file that is empty, too large, not an image,
+    or truncated gets a ``ValueError`` that says which."""
+    if not data:
+        raise ValueError("the file is empty (0 bytes)")
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"the file is {len(data) / 2**20:.0f} MiB; at most {MAX_BYTES // 2**20} MiB")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ValueError("not an image file that can be read (JPEG, PNG, GIF, BMP, TIFF, WebP …)") from None
+    if img.width * img.height > MAX_PIXELS:
+        raise ValueError(f"the image has {img.width}×{img.height} pixels; at most {MAX_PIXELS // 10**6} megapixels")
+    try:
+        img.load()
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"the image data is truncated or damaged ({err})") from None
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return to_tensor(np.asarray(img.convert("RGB")), size)

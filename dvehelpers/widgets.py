@@ -1,4 +1,5 @@
-"""An ipywidgets explorer built from the registry: method, image, target class and every method parameter.
+"""ipywidgets explorers built from the registry: method, image, target class and every method parameter; the same on
+your own photo (a file upload) with an ImageNet classifier; and a browser of the rendered dataset.
 
 Each parameter spec (:class:`dvehelpers.registry.Param`) becomes one control; changing any control
 recomputes the map (``continuous_update=False`` on sliders, so a drag computes once, on release). The figure
@@ -16,12 +17,14 @@ from typing import Any
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
+import torch
 import traitlets
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .data import VARIANTS, class_names, rotation_sweep
-from .models import layer_names, num_classes
+from .images import PHOTOS, decode, photos, preprocess
+from .models import default_size, layer_names, num_classes
 from .registry import METHODS, Param, explain
 from .train import probabilities
 from .viz import HEAT_LABEL, heat_colorbar, mask_outline, output_kind, overlay, show, to_rgb
@@ -33,6 +36,8 @@ __all__ = [
     "widget_value",
     "Explorer",
     "explorer",
+    "PhotoExplorer",
+    "photo_explorer",
     "DatasetBrowser",
     "dataset_browser",
 ]
@@ -320,6 +325,89 @@ def explorer(model: nn.Module, images: Tensor, **options: Any) -> Explorer:
     (``class_names``, ``methods`` — default all registered —, ``display``, ``masks``, ``method``, and ``fixed``:
     parameters per method that have no control, e.g. ``{"vebi": {"interpretation": interp}}``)."""
     return Explorer(model, images, **options)
+
+
+class PhotoExplorer:
+    """Explain your own photo: a file upload (any JPEG, PNG … of any size, greyscale or with transparency) above an
+    :class:`Explorer` over the offline photos of :data:`dvehelpers.images.PHOTOS`, with the model's top-5 classes of
+    the photo shown; any class can be picked as the target. A file that cannot be used (empty, too large, not an
+    image, truncated) is named with the reason in the upload's message, never as a traceback."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        methods: Sequence[str] | None = None,
+        method: str | None = "gradcam",
+        names: Sequence[str] | None = None,
+        size: int | None = None,
+        fixed: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.model, self.size = model, size or default_size(model)
+        self.device = next(model.parameters()).device
+        self.names = list(names or [n for n, p in PHOTOS.items() if p.expected])
+        shown = photos(self.names, self.size).to(self.device)
+        categories = (getattr(model, "meta", None) or {}).get("categories")
+        if methods is None:  # vebi needs a fitted interpretation of ImageNet classes, which photos alone cannot give
+            methods = [m for m in sorted(METHODS) if not any(p.kind == "object" for p in METHODS[m].params)]
+        self.explorer = Explorer(
+            model, preprocess(model, shown), categories, methods, shown, method=method, fixed=fixed
+        )
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="your photo")
+        self.upload.add_class("dve-upload")
+        self.message = W.HTML()
+        self.message.add_class("dve-upload-message")
+        self.top5 = W.HTML()
+        self.top5.add_class("dve-top5")
+        self.upload.observe(self._on_upload, names="value")
+        self.explorer.index.observe(self._show_top5, names="value")
+        self.widget = W.VBox([W.HBox([self.upload, self.message]), self.top5, self.explorer.widget])
+        self.widget.add_class("dve-photo-explorer")
+        self._show_top5()
+
+    def add(self, data: bytes, name: str = "upload") -> None:
+        """Decode a file's bytes (:func:`dvehelpers.images.decode`), add the photo and explain it; a bad file raises
+        ``ValueError`` and changes nothing."""
+        photo = decode(data, self.size).to(self.device)
+        ex = self.explorer
+        ex.display = torch.cat([ex.display, photo])
+        ex.images = torch.cat([ex.images, preprocess(self.model, photo)])
+        self.names.append(name)
+        ex.index.max = len(ex.images) - 1
+        ex.index.value = ex.index.max  # draws it, and its top-5
+
+    def top(self, k: int = 5) -> list[tuple[str, float]]:
+        """The model's top-``k`` classes of the photo shown, with their softmax probabilities."""
+        i = self.explorer.index.value
+        probs = probabilities(self.model, self.explorer.images[i : i + 1])[0]
+        values, idx = probs.topk(min(k, len(probs)))
+        names = self.explorer.class_names
+        return [(names[j], float(v)) for v, j in zip(values.tolist(), idx.tolist(), strict=True)]
+
+    def _show_top5(self, change: Any = None) -> None:
+        items = "".join(f"<li>{html.escape(c)}: {p:.2f}</li>" for c, p in self.top())
+        name = html.escape(self.names[self.explorer.index.value])
+        self.top5.value = f"<b>{name}</b> — top-5 classes: <ol style='margin:0'>{items}</ol>"
+
+    def _on_upload(self, change: Any) -> None:
+        files = change["new"]
+        if not files:
+            return
+        f = files[-1] if isinstance(files, (tuple, list)) else next(iter(files.values()))  # ipywidgets 8 / 7
+        name = str(f.get("name", "upload"))
+        try:
+            self.add(bytes(f["content"]), name)
+        except Exception as err:  # any failure is a message in the widget, never a traceback
+            reason = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+            self.message.value = _error_html(f"{name}: {reason}")
+            return
+        self.message.value = html.escape(f"{name}: shown as image {self.explorer.index.value}")
+
+
+def photo_explorer(model: nn.Module, **options: Any) -> PhotoExplorer:
+    """Explain your own photo with an ImageNet classifier (e.g. ``dh.models.load("efficientnet-lite0")``); show its
+    ``.widget``. Options as :class:`PhotoExplorer` (``methods``, ``method``, ``names`` of offline photos, ``size``,
+    ``fixed``)."""
+    return PhotoExplorer(model, **options)
 
 
 class DatasetBrowser:

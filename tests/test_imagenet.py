@@ -3,11 +3,17 @@ package trusts (those weights, the shipped checkpoints, their interpretations) i
 
 from __future__ import annotations
 
+import datetime
+import io
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import dvehelpers as dh
 
@@ -110,3 +116,81 @@ def test_the_recorded_checksums_are_those_of_the_shipped_files() -> None:
         meta = pt.with_suffix(".json")
         assert dh.integrity.recorded(meta) == dh.integrity.sha256(pt), pt.name
         assert dh.integrity.recorded(meta, "interpretation_sha256") == dh.integrity.sha256(shipped / "vebi" / pt.name)
+
+
+# ---------------------------------------------------------------- your own photo
+
+
+def encoded(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buf, fmt)
+    return buf.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width``×``height`` (no pixel data): what a decoder reads before any pixel."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"this is not a picture" * 10, "not an image file that can be read"),
+        ("truncated", "truncated or damaged"),
+        ("huge", r"12000×9000 pixels; at most 100 megapixels"),
+        ("heavy", r"the file is 51 MiB; at most 50 MiB"),
+    ],
+)
+def test_a_file_that_cannot_be_used_is_named_with_the_reason(data: object, message: str) -> None:
+    if data == "truncated":
+        jpeg = encoded(dh.images.photo_array("chelsea"), "JPEG")
+        data = jpeg[: len(jpeg) // 2]
+    elif data == "huge":
+        data = png_header_only(12000, 9000)
+    elif data == "heavy":
+        data = b"\0" * (51 * 2**20)
+    with pytest.raises(ValueError, match=message):
+        dh.images.decode(data)  # type: ignore[arg-type]
+
+
+def test_a_large_photo_is_resized_and_greyscale_or_transparent_ones_are_made_rgb() -> None:
+    big = np.asarray(Image.fromarray(dh.images.photo_array("chelsea")).resize((4000, 3000)))
+    x = dh.images.decode(encoded(big, "JPEG"))
+    assert x.shape == (1, 3, 224, 224) and x.min() >= 0 and x.max() <= 1
+    grey = dh.images.decode(encoded(np.full((30, 40), 128, np.uint8)), size=16)
+    assert torch.allclose(grey, torch.full_like(grey, 128 / 255), atol=1e-6)
+    rgba = np.zeros((20, 20, 4), np.uint8)  # black, but fully transparent on the left half
+    rgba[:, 10:, 3] = 255
+    img = dh.images.decode(encoded(rgba), size=20)
+    assert torch.allclose(img[0, :, :, :8], torch.ones(3, 20, 8)) and img[0, :, :, 12:].max() == 0
+
+
+def upload(name: str, kind: str, data: bytes) -> dict:
+    """One file as ipywidgets 8's FileUpload holds it."""
+    return {
+        "name": name,
+        "type": kind,
+        "size": len(data),
+        "content": memoryview(data),
+        "last_modified": datetime.datetime(2026, 1, 1),
+    }
+
+
+def test_the_photo_explorer_explains_an_upload_and_reports_a_bad_one(lite0: torch.nn.Module) -> None:
+    ex = dh.widgets.photo_explorer(lite0, method="gradcam")
+    n = len(ex.names)
+    assert ex.explorer.figure is not None and ex.top()[0][0] == "Egyptian cat"  # starts on the offline photos
+    cat = encoded(dh.images.photo_array("coffee"), "JPEG")
+    ex.upload.value = (upload("mine.jpg", "image/jpeg", cat),)
+    assert ex.explorer.index.value == n and ex.names[-1] == "mine.jpg" and "espresso" in ex.top5.value
+    assert "mine.jpg: shown as image" in ex.message.value and ex.explorer.error.value == ""
+    ex.explorer.target.value = 281  # any class can be the target: "tabby"
+    assert "target: tabby" in ex.explorer.title()
+    ex.upload.value = (upload("notes.txt", "text/plain", b"hello"),)
+    assert "notes.txt: not an image file" in ex.message.value and len(ex.names) == n + 1  # nothing added

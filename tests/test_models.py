@@ -161,7 +161,9 @@ def test_load_by_name_from_the_model_dir(tmp_path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(dh.models.checkpoints, "MODEL_DIR", tmp_path)
     dh.models.save(dh.models.build("vgg", 6), tmp_path / "an8flower-vgg-test.pt", "vgg")
     assert isinstance(dh.models.load("an8flower-vgg-test"), tvm.VGG)
-    with pytest.raises(FileNotFoundError, match="no model named 'nope'; valid names: an8flower-vgg-test, efficientnet-lite0, vgg16"):
+    with pytest.raises(
+        FileNotFoundError, match="no model named 'nope'; valid names: an8flower-vgg-test, efficientnet-lite0, vgg16"
+    ):
         dh.models.load("nope")
 
 
