@@ -1,12 +1,13 @@
 """The evaluation: localisation scores (:mod:`.iou`), further metrics (:mod:`.metrics`), sanity checks
-(:mod:`.sanity`), the papers' experiments (:mod:`.experiments`), the whole an8Flower protocol (:mod:`.protocol`)
-and the writing of its results (:mod:`.report`).
+(:mod:`.sanity`), the grid pointing game on real photos (:mod:`.grid`), the papers' experiments
+(:mod:`.experiments`), the whole an8Flower protocol (:mod:`.protocol`) and the writing of its results
+(:mod:`.report`).
 
 ``dh.evaluate.per_image_iou``, ``dh.evaluate.heatmaps`` … are the localisation score's functions; ``dh.evaluate.run``
 runs the whole protocol (:func:`dvehelpers.evaluate.protocol.run`).
 """
 
-from . import experiments, iou, metrics, protocol, report, sanity
+from . import experiments, grid, iou, metrics, protocol, report, sanity
 from .iou import (
     REFERENCES,
     THRESHOLDS,
@@ -31,6 +32,7 @@ from .protocol import run
 
 __all__ = [
     "experiments",
+    "grid",
     "iou",
     "metrics",
     "protocol",
