@@ -187,11 +187,13 @@ def prediction_labels(
     class_names: Sequence[str] | None = None,
 ) -> list[str]:
     """A row label per image: ``true: c`` (when ``labels`` are given) and ``pred: ĉ (p)`` with its softmax
-    probability — one ``name: ĉ (p)`` line per model when ``model`` is a mapping ``name -> model``."""
+    probability — one ``name: ĉ (p)`` line per model when ``model`` is a mapping ``name -> model``. Class names:
+    ``class_names``, else the model's own (``meta["categories"]``, e.g. ImageNet's), else the class indices."""
 
     models = model if isinstance(model, Mapping) else {"pred": model}
     first = next(iter(models.values()))
-    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes(first))]
+    own = (getattr(first, "meta", None) or {}).get("categories")
+    names = list(class_names or own or [str(i) for i in range(num_classes(first))])
     lines = [[] if labels is None else [f"true: {names[int(labels[i])]}"] for i in range(len(images))]
     for tag, net in models.items():
         p, pred = probabilities(net, images).max(1)

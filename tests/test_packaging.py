@@ -109,7 +109,9 @@ def test_run_evaluates_executes_notebooks_and_draws_the_galleries(
     for variant in dh.data.VARIANTS:
         for arch in ("vgg", "alexnet"):
             assert (build / f"gallery_an8flower-{arch}-{variant}.png").read_bytes()[:4] == b"\x89PNG"
-    assert (build / "sanity_random_vgg16.png").is_file() and not (build / "gallery_imagenet_vgg16.png").exists()
+    # the real-photo gallery is the main figure, offline; VGG-16's only with its weights; no random-weight figure
+    assert (build / "gallery_imagenet_efficientnet-lite0.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (build / "gallery_imagenet_vgg16.png").exists() and not (build / "sanity_random_vgg16.png").exists()
     out = capsys.readouterr().out
     assert out.rstrip().splitlines()[-1].startswith("done in")
     assert "mean IoU ×100 on the an8Flower-synth test splits" in out and "reference: mask" in out
