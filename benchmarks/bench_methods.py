@@ -53,7 +53,32 @@ MODELS = {
         "layer4",
         lambda m: nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4),
     ),
+    # the real ImageNet weights; the peers' layer is the head's batch norm (the head's ReLU6 module is also the stem's,
+    # and a hook on a module called twice is ambiguous), one elementwise step before our default layer
+    "efficientnet-lite0": (
+        "EfficientNet-Lite0",
+        lambda: dh.models.load("efficientnet-lite0"),
+        "_bn1",
+        lambda m: LiteFeatures(m),
+    ),
 }
+
+
+class LiteFeatures(nn.Module):
+    """EfficientNet-Lite0 up to its last spatial map (before global pooling)."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.m
+        x = m._swish(m._bn0(m._conv_stem(x)))
+        for block in m._blocks:
+            x = block(x)
+        return m._swish(m._bn1(m._conv_head(x)))
+
+
 POOL5 = "forward to pool5"
 #: The jobs every table's ratio columns divide by.
 BASELINES = ("fwd+bwd", "forward", POOL5, "captum LayerGradCam")
@@ -104,6 +129,8 @@ def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, arch: str) ->
     out["captum LayerGradCam"] = captum_gradcam
     out["pytorch-grad-cam GradCAM"] = lambda: pgc_cam(input_tensor=x, targets=pgc_targets)
     out["captum GuidedBackprop"] = lambda: captum_gb.attribute(x, target=targets)
+    silent = (captum_gb.attribute(x, target=targets) - fwd_bwd()[0]).abs().max()
+    print(f"captum GuidedBackprop − gradient: max |difference| {float(silent):.3g} (0: it returned the plain gradient)")
     out["pytorch-grad-cam GuidedBackprop (per image)"] = lambda: [
         pgc_gb(x[i : i + 1], int(targets[i])) for i in range(x.shape[0])
     ]

@@ -93,3 +93,13 @@ def test_cascade_of_a_class_specific_method_changes_at_the_top_layer() -> None:
     result = cascade(model, images, "gradcam", target=torch.tensor([0, 1]))
     assert result.layers[0].startswith("fc")
     assert (result.r[0] < 0.999).all()  # the logits' weights set Grad-CAM's channel weights
+
+
+def test_a_cascade_at_chosen_stages_equals_those_rows_of_the_whole_cascade() -> None:
+    model, x = small("alexnet"), seeded_images(2, b=2)
+    whole = cascade(model, x, "gradcam", {"layer": "relu4"})
+    some = cascade(model, x, "gradcam", {"layer": "relu4"}, stages=[1, 3, len(whole.layers)])
+    assert some.stages == [1, 3, len(whole.layers)] and whole.stages == list(range(1, len(whole.layers) + 1))
+    torch.testing.assert_close(some.r, whole.r[[0, 2, -1]])
+    with pytest.raises(ValueError, match="stages must be in 1.."):
+        cascade(model, x, "gradcam", stages=[0])

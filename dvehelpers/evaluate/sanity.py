@@ -15,8 +15,8 @@ learned and randomised).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -107,11 +107,16 @@ def randomised(model: nn.Module, layers: int, seed: int = 0) -> nn.Module:
 
 @dataclass
 class Cascade:
-    """:func:`cascade`'s result: ``r[s, i]`` is image i's rank correlation after the top ``s + 1`` learned layers
-    (``layers[: s + 1]``) were randomised."""
+    """:func:`cascade`'s result: ``r[k, i]`` is image i's rank correlation after the top ``stages[k]`` learned layers
+    (``layers[: stages[k]]``) were randomised (every stage 1, 2, … unless fewer were asked for)."""
 
     layers: list[str]
     r: Tensor
+    stages: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            self.stages = list(range(1, len(self.r) + 1))
 
     def median(self) -> Tensor:
         """Median over images at every stage (S)."""
@@ -127,10 +132,12 @@ def cascade(
     seed: int = 0,
     batch_size: int = 32,
     progress: bool = False,
+    stages: Sequence[int] | None = None,
 ) -> Cascade:
     """Cascading randomisation (Adebayo et al. 2018, §3.1): the rank correlation of every image's map under the
-    trained model with its map after randomising the top 1, 2, …, all learned layers. ``target``: the explained
-    class, None = the trained model's top-1 class (kept fixed through the cascade, so only the weights change).
+    trained model with its map after randomising the top 1, 2, …, all learned layers (or only the top ``stages``
+    of them, e.g. ``[1, 10, 50]`` on a deep network). ``target``: the explained class, None = the trained model's
+    top-1 class (kept fixed through the cascade, so only the weights change).
     A method that carries state fitted on the trained model (vebi's interpretation) keeps it through the cascade
     (its registry entry's ``randomised`` hook)."""
     params = METHODS[method].params_for_randomised(model, params or {})
@@ -139,8 +146,11 @@ def cascade(
         target = predict(model, images.to(dev)).to(dev)
     reference = heatmaps(model, images, method, params, target, batch_size)
     layers = randomisable_layers(model)
+    todo = list(range(1, len(layers) + 1)) if stages is None else [int(k) for k in stages]
+    if not todo or any(not 1 <= k <= len(layers) for k in todo):
+        raise ValueError(f"stages must be in 1..{len(layers)} (the model's learned layers), got {list(todo)}")
     rs = []
-    for s in tqdm(range(1, len(layers) + 1), desc=f"{method}: randomising", disable=not progress):
+    for s in tqdm(todo, desc=f"{method}: randomising", disable=not progress):
         maps = heatmaps(randomised(model, s, seed), images, method, params, target, batch_size)
         rs.append(rank_correlation(reference, maps))
-    return Cascade(layers, torch.stack(rs))
+    return Cascade(layers, torch.stack(rs), todo)
