@@ -42,7 +42,8 @@ models: $(STAMP)
 		$(BIN)/python -m dvehelpers interpret --variant $$v --arch $$a || exit 1; done; done
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_methods.py --write
+	for m in vgg16 resnet50 efficientnet-lite0; do $(BIN)/python benchmarks/bench_methods.py --model $$m --write || exit 1; done
+	$(BIN)/python benchmarks/bench_engine.py --write
 	$(BIN)/python benchmarks/bench_data.py --write
 
 lint: $(STAMP)

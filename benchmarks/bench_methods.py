@@ -80,6 +80,8 @@ class LiteFeatures(nn.Module):
 
 
 POOL5 = "forward to pool5"
+#: Filled by :func:`jobs`: how far Captum's guided backprop is from the plain gradient on this model.
+SILENT = [""]
 #: The jobs every table's ratio columns divide by.
 BASELINES = ("fwd+bwd", "forward", POOL5, "captum LayerGradCam")
 
@@ -130,7 +132,11 @@ def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, arch: str) ->
     out["pytorch-grad-cam GradCAM"] = lambda: pgc_cam(input_tensor=x, targets=pgc_targets)
     out["captum GuidedBackprop"] = lambda: captum_gb.attribute(x, target=targets)
     silent = (captum_gb.attribute(x, target=targets) - fwd_bwd()[0]).abs().max()
-    print(f"captum GuidedBackprop − gradient: max |difference| {float(silent):.3g} (0: it returned the plain gradient)")
+    SILENT[0] = f"Captum's GuidedBackprop minus the plain gradient, max |difference|: {float(silent):.3g}"
+    gradient = fwd_bwd()[0][0].permute(1, 2, 0).numpy()  # pytorch-grad-cam returns H×W×3 arrays
+    pgc_silent = abs(pgc_gb(x[:1], int(targets[0])) - gradient).max()
+    SILENT[0] += f"; pytorch-grad-cam's GuidedBackpropReLUModel minus it (first image): {float(pgc_silent):.3g}"
+    print(SILENT[0], "(0: it returned the plain gradient)")
     out["pytorch-grad-cam GuidedBackprop (per image)"] = lambda: [
         pgc_gb(x[i : i + 1], int(targets[i])) for i in range(x.shape[0])
     ]
@@ -226,11 +232,12 @@ def main() -> None:
     times = measure(todo, args.repeats, device)
     title = f"{SECTION} {label} ({device.type})" + (f": {', '.join(args.only)}" if args.only else "")
     head = (
-        f"{title}\n\n{label}, random weights, batch {args.batch}, {args.size}², "
+        f"{title}\n\n{label}, {'its ImageNet weights' if args.model == 'efficientnet-lite0' else 'random weights'}, "
+        f"batch {args.batch}, {args.size}², "
         f"{args.repeats} interleaved rounds, medians. Machine: {machine(device)}. "
         f"Date: {time.strftime('%Y-%m-%d')}.\n"
     )
-    text = f"{head}\n{table(times, args.batch)}\n"
+    text = f"{head}\n{table(times, args.batch)}\n\n{SILENT[0]}.\n"
     print(text)
     if args.write:
         write_section(title, text)
@@ -240,8 +247,8 @@ def write_section(title: str, text: str) -> None:
     """Replace the section headed ``title`` in RESULTS.md (or append it), atomically."""
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     parts = old.split("\n## ")
-    kept = [parts[0].rstrip("\n")] + [p for p in parts[1:] if not ("## " + p).startswith(title)]
-    body = "\n\n## ".join(kept) + "\n\n" + text
+    kept = [p.rstrip("\n") for p in parts[:1] + [p for p in parts[1:] if not ("## " + p).startswith(title)]]
+    body = "\n\n## ".join(kept) + "\n\n" + text  # sections kept whole, one blank line apart
     write_text(RESULTS, body)
 
 

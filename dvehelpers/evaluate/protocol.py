@@ -61,6 +61,7 @@ __all__ = [
     "run",
     "default_results",
     "classifier_stage",
+    "bootstrap_interval",
 ]
 
 ARCHS = ("vgg", "alexnet")
@@ -287,8 +288,9 @@ def _reference_entry(s: _Set, kind: str, cfg: _Settings) -> dict[str, Any]:
 # ---------------------------------------------------------------- the results
 
 
-def _bootstrap(scores: Tensor, n: int, seed: int) -> tuple[float, float]:
-    """95 % percentile interval of the mean of ``scores`` over ``n`` resamples of the images."""
+def bootstrap_interval(scores: Tensor, n: int, seed: int) -> tuple[float, float]:
+    """95 % percentile interval of the mean of ``scores`` (one per independent unit: an image, a grid) over ``n``
+    resamples of them, seeded."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(len(scores), (n, len(scores)), generator=g)
     means = scores.double()[idx].mean(1)
@@ -339,9 +341,9 @@ class Evaluation:
 
         e = self.entries[(label, variant, arch)]
         scores = e["iou"].double().mean(1) * 100  # per image, mean over thresholds
-        lo, hi = _bootstrap(scores, self.sizes.bootstrap, self.seed)
+        lo, hi = bootstrap_interval(scores, self.sizes.bootstrap, self.seed)
         deletion = auc(e["deletion"].double())
-        del_lo, del_hi = _bootstrap(deletion, self.sizes.bootstrap, self.seed)
+        del_lo, del_hi = bootstrap_interval(deletion, self.sizes.bootstrap, self.seed)
         sens = e.get("sensitivity")
         cas = e.get("cascade")
         class_r = float(sens["r"].median()) if sens is not None else math.nan
