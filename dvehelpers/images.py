@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib.cbook as cbook
 import numpy as np
@@ -30,6 +31,8 @@ __all__ = [
     "MAX_BYTES",
     "MAX_PIXELS",
     "decode",
+    "image_folder",
+    "IMAGE_SUFFIXES",
     "Photo",
     "PHOTOS",
     "photo_array",
@@ -87,7 +90,7 @@ def photo_array(name: str) -> np.ndarray:
 def to_tensor(array: np.ndarray, size: int = 224) -> Tensor:
     """An H×W×3 (or H×W) uint8 image as a 1×3×size×size float tensor in [0, 1]: the central square, resized with
     anti-aliasing."""
-    img = torch.from_numpy(np.asarray(array)).float()
+    img = torch.tensor(np.asarray(array), dtype=torch.float32)  # a copy: photo arrays may be read-only
     if img.ndim == 2:
         img = img[..., None].expand(-1, -1, 3)
     img = img[..., :3].permute(2, 0, 1) / 255
@@ -152,3 +155,33 @@ def decode(data: bytes, size: int = 224) -> Tensor:
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     return to_tensor(np.asarray(img.convert("RGB")), size)
+
+
+#: The file endings :func:`image_folder` reads (case-insensitive).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def image_folder(root: str | Path, classes: Sequence[str], size: int = 224) -> tuple[Tensor, Tensor]:
+    """A labelled image folder — one subfolder per class, named exactly as in ``classes`` (for an ImageNet model:
+    ``model.meta["categories"]``, e.g. ``Egyptian cat/``) — as images B×3×size×size in [0, 1] and labels B (indices
+    into ``classes``), files in sorted order. Every file goes through :func:`decode`; an unknown subfolder, an
+    empty folder or an unreadable file is a ``ValueError`` that names it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder; expected one subfolder of images per class")
+    index = {name: k for k, name in enumerate(classes)}
+    folders = sorted(d for d in root.iterdir() if d.is_dir())
+    unknown = [d.name for d in folders if d.name not in index]
+    if unknown:
+        raise ValueError(f"subfolders {unknown} of {root} are not class names (e.g. {', '.join(list(index)[:3])} …)")
+    images, labels = [], []
+    for d in folders:
+        for f in sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
+            try:
+                images.append(decode(f.read_bytes(), size))
+            except ValueError as err:
+                raise ValueError(f"{f}: {err}") from None
+            labels.append(index[d.name])
+    if not images:
+        raise ValueError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}) in class subfolders")
+    return torch.cat(images), torch.tensor(labels)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["normalize", "upsample", "reduce_rgb", "gaussian_blur", "REDUCTIONS", "THRESHOLDS"]
+__all__ = ["normalize", "saturate", "upsample", "reduce_rgb", "gaussian_blur", "REDUCTIONS", "THRESHOLDS"]
 
 #: The threshold grid at which maps are scored (IoU curves): 0.05 … 0.95 in steps of 0.05 (our choice; the paper's
 #: grid is unknown).
@@ -32,6 +32,19 @@ def normalize(maps: Tensor) -> Tensor:
     flat_ok = span > 16 * torch.finfo(maps.dtype).eps * scale
     out = torch.where(flat_ok, (flat - lo) / torch.where(flat_ok, span, 1), torch.zeros_like(flat))
     return out.view_as(maps)
+
+
+def saturate(maps: Tensor, quantile: float) -> Tensor:
+    """Each map of a B×… batch of non-negative heatmaps divided by its own ``quantile`` (0 < q ≤ 1) and clipped to
+    [0, 1] — for display only: a per-pixel map whose min-max range is set by a few extreme pixels shows its
+    structure (Captum's ``outlier_perc`` does the same). A map whose quantile is 0 keeps only its non-zero pixels,
+    at 1."""
+    if not 0 < quantile <= 1:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+    flat = maps.flatten(1)
+    top = torch.quantile(flat.float(), quantile, dim=1).to(maps.dtype)
+    top = top.clamp_min(torch.finfo(maps.dtype).tiny).view(-1, *[1] * (maps.ndim - 1))
+    return (maps / top).clamp(0, 1)
 
 
 def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:

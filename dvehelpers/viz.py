@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .maps import THRESHOLDS
+from .maps import saturate as saturate_maps
 from .models import num_classes
 from .registry import METHODS, explain
 from .train import probabilities
@@ -285,13 +286,16 @@ def compare_methods(
     params: Mapping[str, Mapping[str, Any]] | None = None,
     labels: Tensor | Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
+    saturate: float | None = None,
 ) -> Figure:
     """Explain ``images`` with each method and show them side by side, labelled by the conventions.
 
     A method is a registry name (its defaults, or ``params[name]``) or a ``(name, params)`` pair, so one
     method can appear with several settings. Rows say the true class (``labels``) and the prediction with its
     probability; columns say the method and its non-default parameters. ``display``: the images as shown
-    (e.g. before ImageNet normalisation); defaults to ``images``.
+    (e.g. before ImageNet normalisation); defaults to ``images``. ``saturate`` (a quantile, e.g. 0.99): every
+    heatmap is shown divided by its own quantile and clipped (:func:`dvehelpers.maps.saturate`), so that
+    per-pixel maps on large photos are visible; the figure says so under it.
     """
 
     specs = [_spec(m) for m in methods]
@@ -301,7 +305,12 @@ def compare_methods(
     rows = prediction_labels(model, images, labels, class_names)
     cols = ["image", *(method_title(name, p) for name, p in specs)]
     kinds = [output_kind(m, p.get("output")) for m, (_, p) in zip(maps, specs, strict=True)]
-    return grid(shown, maps, row_titles=rows, col_titles=cols, masks=masks, kinds=kinds)
+    if saturate is not None:
+        maps = [saturate_maps(m, saturate) if k == "heatmap" else m for m, k in zip(maps, kinds, strict=True)]
+    fig = grid(shown, maps, row_titles=rows, col_titles=cols, masks=masks, kinds=kinds)
+    if saturate is not None:
+        fig.supxlabel(f"display: each heatmap divided by its own {saturate:.3g} quantile and clipped to 1", fontsize=8)
+    return fig
 
 
 def iou_curves(
@@ -633,7 +642,9 @@ def blur_curves(results: Mapping[str, Any], size: tuple[float, float] = (4.2, 3.
         ax.plot(s, r.accuracy().cpu().numpy() * 100, "o-", color="tab:red", ms=4, label="accuracy")
         ax.plot(s, q[1].numpy() * 100, "s-", color="tab:blue", ms=4, label="same map as unblurred (median IoU)")
         ax.fill_between(s, q[0].numpy() * 100, q[2].numpy() * 100, color="tab:blue", alpha=0.15, lw=0)
-        ax.plot(s, r.mask_iou.mean(1).cpu().numpy() * 100, "D--", color="tab:green", ms=4, label="mean IoU with mask")
+        if not r.mask_iou.isnan().all():  # photos have no mask
+            mask_iou = r.mask_iou.mean(1).cpu().numpy() * 100
+            ax.plot(s, mask_iou, "D--", color="tab:green", ms=4, label="mean IoU with mask")
         ax.set_xlabel("Gaussian blur σ (pixels)")
         ax.set_ylim(0, 102)
         ax.set_title(title, fontsize=9)

@@ -39,7 +39,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 INSTALL_HINT = "install with: apt-get install chromium; pip install playwright"
-WIDGET_CALL = re.compile(r"\bdh\.widgets\.(explorer|dataset_browser)\(")
+WIDGET_CALL = re.compile(r"\bdh\.widgets\.(explorer|dataset_browser|photo_explorer)\(")
+#: The real file input of a photo explorer's upload control, and the texts it fills.
+UPLOAD, TOP5, UPLOAD_MESSAGE = ".dve-upload input[type=file]", ".dve-top5", ".dve-upload-message"
 #: CSS classes that dvehelpers.widgets puts on its widgets, their error area and their figure area.
 ROOTS, ERROR, FIGURE = ".dve-explorer, .dve-browser", ".dve-error", ".dve-figure"
 STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
@@ -212,6 +214,7 @@ class WidgetReport:
     labels: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     screenshots: list[Path] = field(default_factory=list)
+    uploads: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -262,9 +265,16 @@ _SHUTDOWN_JS = """async () => {
 
 
 def check_notebook(
-    context: Any, server: LabServer, name: str, cells: list[int], shots: Path, timeout: float = 600
+    context: Any,
+    server: LabServer,
+    name: str,
+    cells: list[int],
+    shots: Path,
+    timeout: float = 600,
+    uploads: dict[int, list[Path]] | None = None,
 ) -> NotebookReport:
-    """Run notebook ``name`` up to its last widget cell (within ``timeout`` s) and exercise the widgets of ``cells``."""
+    """Run notebook ``name`` up to its last widget cell (within ``timeout`` s) and exercise the widgets of ``cells``;
+    for the photo explorers among them, choose each file of ``uploads[cell]`` in the real upload control."""
     start = time.monotonic()
     report = NotebookReport(name)
     page = context.new_page()
@@ -280,6 +290,9 @@ def check_notebook(
         report.problems += _stderr(page.locator(panel))
         for k in cells:
             report.widgets.append(check_widget(page.locator(panel), k, shots / f"{Path(name).stem}-cell{k}"))
+            for n, photo in enumerate((uploads or {}).get(k, [])):
+                shot = shots / f"{Path(name).stem}-cell{k}-upload{n}.png"
+                report.widgets[-1].uploads.append(upload_photo(page.locator(panel), k, photo, shot))
         report.problems += [p for p in _stderr(page.locator(panel)) if p not in report.problems]
         page.evaluate(_SHUTDOWN_JS)
     finally:
@@ -413,3 +426,28 @@ def _redraws(page: Any, root: Any, change: Any, control: str, timeout: float = 6
     if _figure(root) == before:
         problems.append("no new figure: the drawn image did not change")
     return [f"after changing {what}: {p}" for p in problems]
+
+
+def upload_photo(panel: Any, k: int, photo: Path, shot: Path, timeout: float = 60) -> dict[str, Any]:
+    """In cell ``k``'s photo explorer, choose ``photo`` in the real file input (as a reader's file dialog does) and
+    wait for the kernel to handle it; say what the widget shows then: the ``top5`` and ``message`` texts, whether the
+    figure was ``redrawn``, any ``errors`` in its error area, and a screenshot."""
+    page = panel.page
+    root = panel.locator(".jp-Cell").nth(k).locator(".dve-photo-explorer").first
+    root.wait_for(state="visible", timeout=30_000)
+    before, busy = _figure(root), page.evaluate("() => window.__dve.busy")
+    root.locator(UPLOAD).set_input_files(str(photo))
+    page.wait_for_function(
+        "b => window.__dve.busy > b && window.__dve.status === 'idle'", arg=busy, timeout=timeout * 1000
+    )
+    deadline = time.monotonic() + 1.5  # as in _redraws: let the DOM show the last display message
+    while _figure(root) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return {
+        "file": photo.name,
+        "top5": root.locator(TOP5).inner_text(),
+        "message": root.locator(UPLOAD_MESSAGE).inner_text(),
+        "redrawn": _figure(root) != before,
+        "errors": _error_text(root),
+        "screenshot": _shot(root, str(shot)),
+    }

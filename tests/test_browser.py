@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+import dvehelpers as dh
 
 from .browser_harness import (
     NotebookReport,
@@ -57,6 +60,8 @@ silent.widget""",
     "silent_browser": """browser = dh.widgets.dataset_browser(size=64)
 browser.output = W.Output()  # deliberately broken, as above
 browser.widget""",
+    "photo": """lite = dh.models.load("efficientnet-lite0")
+dh.widgets.photo_explorer(lite, method="gradcam").widget""",
     "fails_to_build": """# deliberately broken: a traceback
 dh.widgets.explorer(model, x, method="no_such_method").widget""",
 }
@@ -83,11 +88,29 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
         yield server, context
 
 
+def photo_files(folder: Path) -> list[Path]:
+    """What a reader might upload: a real photo as JPEG (the espresso of scikit-image's ``coffee``, as a phone would
+    save it: 1200×800) and a JPEG cut off half-way."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(dh.images.photo_array("coffee")).resize((1200, 800)).save(buf, "JPEG")
+    good, cut = folder / "my_coffee.jpg", folder / "broken.jpg"
+    good.write_bytes(buf.getvalue())
+    cut.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return [good, cut]
+
+
 def _check(lab: tuple[Any, Any], name: str, cells: list[int]) -> NotebookReport:
     server, context = lab
     for old in SHOTS.glob(f"{Path(name).stem}-*.png"):  # no stale screenshots of cells that moved
         old.unlink()
-    report = check_notebook(context, server, name, cells, SHOTS)
+    sources = [c["source"] for c in json.loads(server.root.joinpath(name).read_text())["cells"]]
+    photo_cells = [k for k in cells if "photo_explorer(" in "".join(sources[k])]
+    uploads = {k: photo_files(Path(tempfile.mkdtemp(prefix="dve-upload-"))) for k in photo_cells}
+    report = check_notebook(context, server, name, cells, SHOTS, uploads=uploads)
     SHOTS.mkdir(parents=True, exist_ok=True)
     summary = {"seconds": round(report.seconds, 1), "widgets": len(report.widgets), "failures": report.failures()}
     (SHOTS / f"{Path(name).stem}.json").write_text(json.dumps(summary, indent=1))
@@ -107,6 +130,8 @@ def test_every_widget_shows_its_labels_and_redraws_without_error(lab: tuple[Any,
         assert len(w.screenshots) == 3 and all(p.stat().st_size > 1000 for p in w.screenshots)
         if w.kind == "explorer":
             assert (w.labels["target"], w.labels.get("layer", "default")) == ("top-1", "default")
+        if w.uploads:  # a photo explorer: a photo chosen in its upload control is explained
+            assert_uploads_explained(w)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +178,30 @@ def test_checker_fails_a_widget_that_redraws_nothing(controls: NotebookReport, r
 
 def test_widget_cells_are_found_by_their_call(tmp_path: Path) -> None:
     path = _control_notebook(tmp_path)
-    assert widget_cells(path) == [CONTROL[r] for r in ("works", "raises", "silent", "silent_browser", "fails_to_build")]
+    roles = ("works", "raises", "silent", "silent_browser", "photo", "fails_to_build")
+    assert widget_cells(path) == [CONTROL[r] for r in roles]
+
+
+@needs_browser
+def test_a_photo_chosen_in_the_real_upload_control_is_explained_and_a_broken_one_named(
+    controls: NotebookReport,
+) -> None:
+    """The photo explorer in Chromium: a 1200×800 JPEG chosen in its file input is added, explained (the figure
+    redraws) and its top-5 classes are shown, espresso first; a truncated JPEG gets the reason in the widget."""
+    assert _problems(controls, "photo") == []  # its dropdowns and slider work like any explorer's
+    (widget,) = [w for w in controls.widgets if w.cell == CONTROL["photo"]]
+    assert_uploads_explained(widget)
+
+
+def assert_uploads_explained(widget: Any) -> None:
+    """:func:`photo_files` chosen in a photo explorer showing the eight offline photos with a class."""
+    good, cut = widget.uploads
+    assert good["redrawn"] and not good["errors"], good
+    assert good["top5"].startswith("my_coffee.jpg — top-5 classes:")
+    assert good["top5"].split("classes:")[1].strip().startswith("espresso"), good["top5"]
+    assert good["message"] == "my_coffee.jpg: shown as image 8"
+    assert "broken.jpg: the image data is truncated or damaged" in cut["message"] and not cut["redrawn"], cut
+    assert cut["top5"] == good["top5"]  # nothing added: the uploaded photo is still the one shown
 
 
 def test_ci_installs_chromium_before_the_test_command() -> None:

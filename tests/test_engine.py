@@ -142,6 +142,24 @@ def test_deconvnet_and_guided_differ_from_gradient_only_at_relus() -> None:
     torch.testing.assert_close(propagate(trace, start, same), g, rtol=0, atol=0)
 
 
+def test_deconvnet_sees_the_image_only_through_max_pool_switches() -> None:
+    """DeconvNet's ReLU6 rule ignores the forward input, so without max pooling (EfficientNet-Lite0's case) two
+    different images get the same map; with a max pool between the same layers they do not."""
+
+    def net(pool: nn.Module) -> nn.Module:
+        torch.manual_seed(0)
+        layers = [nn.Conv2d(3, 6, 3, padding=1), nn.ReLU6(), pool, nn.Conv2d(6, 8, 3, padding=1), nn.ReLU6()]
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).double().eval()
+
+    x = seeded_images(3, b=2, size=16)
+    assert not torch.allclose(x[0], x[1])
+    for pool, same in ((nn.AvgPool2d(2), True), (nn.MaxPool2d(2), False)):
+        maps = dh.explain("deconvnet", net(pool), x, 1, output="raw")
+        assert maps.abs().amax() > 0 and torch.allclose(maps[0], maps[1]) == same
+        g = dh.explain("gradient", net(pool), x, 1, output="raw")  # the gradient does see the image
+        assert not torch.allclose(g[0], g[1])
+
+
 def test_fan_out_sums_the_signals_of_both_branches() -> None:
     """A residual block: the input feeds a convolution branch and the add; its signal is the sum of both."""
 

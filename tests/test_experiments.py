@@ -209,6 +209,9 @@ def test_blur_test_equals_the_experiment_written_out_and_leaves_no_trace() -> No
     assert torch.equal(got.same_map[0], torch.ones(4, dtype=torch.float64))  # maps follow the top-1, not the labels
     assert (got.same_map[1:] < 1).any() and (got.mask_iou > 0).any()  # blur does move the map; IoU is not 0
     assert not got.correct.all()  # some prediction flips, so the comparison with the labels is exercised
+    unmasked = blur_test(model, images, labels, None, sigmas, "gradcam", params, batch_size=3)  # photos: no mask
+    assert torch.equal(unmasked.correct, got.correct) and torch.equal(unmasked.same_map, got.same_map)
+    assert unmasked.mask_iou.isnan().all()
 
 
 # ---------------------------------------------------------------- median_seconds

@@ -194,3 +194,27 @@ def test_the_photo_explorer_explains_an_upload_and_reports_a_bad_one(lite0: torc
     assert "target: tabby" in ex.explorer.title()
     ex.upload.value = (upload("notes.txt", "text/plain", b"hello"),)
     assert "notes.txt: not an image file" in ex.message.value and len(ex.names) == n + 1  # nothing added
+
+
+def test_an_image_folder_reads_as_labelled_tensors_and_names_what_is_wrong(
+    tmp_path: Path, lite0: torch.nn.Module
+) -> None:
+    cats = lite0.meta["categories"]
+    for cls, photo in (("Egyptian cat", "chelsea"), ("espresso", "coffee")):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / f"{photo}.JPG").write_bytes(encoded(dh.images.photo_array(photo), "JPEG"))
+        (tmp_path / cls / "notes.txt").write_text("not read: only image endings are")
+    x, y = dh.images.image_folder(tmp_path, cats)
+    assert [cats[int(k)] for k in y] == ["Egyptian cat", "espresso"]
+    ref = dh.images.photos(["chelsea", "coffee"])
+    assert x.shape == ref.shape and (x - ref).abs().mean() < 0.02  # the same photos, through a JPEG round trip
+    (tmp_path / "kitten").mkdir()
+    with pytest.raises(ValueError, match=r"\['kitten'\].*not class names"):
+        dh.images.image_folder(tmp_path, cats)
+    (tmp_path / "kitten").rmdir()
+    (tmp_path / "espresso" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match=r"broken.png: not an image file"):
+        dh.images.image_folder(tmp_path, cats)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        dh.images.image_folder(tmp_path / "empty", cats)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dvehelpers.engine import DECONVNET, GRADIENT, GUIDED, RuleSet, propagate, record
-from dvehelpers.maps import normalize
+from dvehelpers.maps import normalize, saturate
 from dvehelpers.methods.cam import cam_weights
 
 DTYPES = [torch.float32, torch.float64]
@@ -31,6 +31,19 @@ def test_normalize_divides_by_the_range(
     out = normalize(torch.tensor([raw], dtype=dtype))
     assert out.dtype == dtype
     torch.testing.assert_close(out, torch.tensor([expected], dtype=dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_saturate_divides_each_map_by_its_own_quantile(dtype: torch.dtype) -> None:
+    """Five values 0, 0.1, 0.2, 0.3, 1: the 0.75 quantile is 0.3 (linear interpolation between ranks), so the map
+    becomes 0, 1/3, 2/3, 1, 1; a second map in the batch uses its own; an all-zero map stays zero."""
+    maps = torch.tensor([[0.0, 0.1, 0.2, 0.3, 1.0], [0.0, 0.5, 0.5, 0.5, 0.5], [0.0] * 5], dtype=dtype)
+    out = saturate(maps, 0.75)
+    expected = torch.tensor([[0, 1 / 3, 2 / 3, 1, 1], [0, 1, 1, 1, 1], [0] * 5], dtype=dtype)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(saturate(maps, 1.0), maps / maps.amax(1, keepdim=True).clamp_min(1e-30))  # by the max
+    with pytest.raises(ValueError, match=r"quantile must be in \(0, 1\], got 0"):
+        saturate(maps, 0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

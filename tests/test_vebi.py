@@ -255,6 +255,20 @@ def test_fit_is_features_then_the_mu_lasso(tmp_path: object) -> None:
     assert (back.layers, back.channels, back.mu, back.labels) == (interp.layers, interp.channels, 0.8, "ground_truth")
 
 
+def test_classes_without_training_images_get_no_features_and_the_others_the_full_solution() -> None:
+    """A training set of two of six classes (an ImageNet model fitted on a folder of a few classes): the absent
+    classes' w_j = 0 with gap 0, and the present ones equal the μ-lasso solved over all six one-hot rows."""
+    model = small("alexnet", dtype=torch.float32)
+    x = seeded_images(7, b=8, dtype=torch.float32)
+    y = torch.tensor([1, 4] * 4)
+    interp = vebi.fit(model, (x, y), mu=0.8, progress=False)
+    ref = vebi.mu_lasso(vebi.features(model, x).T, nn.functional.one_hot(y, 6).T.float(), 0.8)
+    torch.testing.assert_close(interp.W, ref.W)
+    absent = [0, 2, 3, 5]
+    assert (interp.W[:, absent] == 0).all() and (interp.gap[absent] == 0).all()
+    assert (interp.W[:, [1, 4]] != 0).any(0).all()
+
+
 def test_interpretation_files_are_checked(tmp_path: object) -> None:
     """A corrupt file, a foreign dict and an unsafe pickle are refused with a clear error."""
     bad = tmp_path / "bad.pt"  # type: ignore[operator]

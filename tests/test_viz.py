@@ -466,6 +466,10 @@ def test_blur_curves_draw_a_result_left_on_the_models_device() -> None:
     np.testing.assert_allclose(median.get_ydata(), [100.0, 40.0])
     np.testing.assert_allclose(iou.get_ydata(), [50.0, 700 / 30])
     plt.close(fig)
+    photos = BlurTest(r.sigmas, correct, same, torch.full_like(same, float("nan")))  # no masks: no IoU curve
+    fig = viz.blur_curves({"photos": photos})
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["accuracy", "same map as unblurred (median IoU)"]
+    plt.close(fig)
 
 
 def test_layer_supports_draws_where_any_map_kept_an_entry() -> None:

@@ -99,7 +99,7 @@ def blur_test(
     model: nn.Module,
     images: Tensor,
     labels: Tensor,
-    masks: Tensor,
+    masks: Tensor | None,
     sigmas: Sequence[float],
     method: str,
     params: Mapping[str, Any] | None = None,
@@ -107,9 +107,12 @@ def blur_test(
     progress: bool = False,
 ) -> BlurTest:
     """The blur experiment (Fourier DVE's Fig. 6) on a labelled set: at every σ (pixels) the prediction and
-    ``method``'s map (for the predicted class of the blurred image) against the unblurred map and the mask."""
+    ``method``'s map (for the predicted class of the blurred image) against the unblurred map and the mask.
+    Photos have no mask: with ``masks=None`` the mask IoU is NaN (and the label can be the unblurred top-1 class,
+    so that "correct" reads "the prediction has not changed")."""
     dev = next(model.parameters()).device
-    labels, masks = labels.to(dev), masks.to(dev)
+    labels = labels.to(dev)
+    masks = None if masks is None else masks.to(dev)
     base = heatmaps(model, images, method, params, batch_size=batch_size)
     correct, same, mask_iou = [], [], []
     for sigma in tqdm(list(sigmas), desc=f"blur: {method}", unit="σ", disable=not progress):
@@ -117,7 +120,9 @@ def blur_test(
         heat = heatmaps(model, blurred, method, params, batch_size=batch_size)
         correct.append(predict(model, blurred, batch_size).to(dev) == labels)
         same.append(map_iou(heat, base))
-        mask_iou.append(per_image_iou(heat, masks).mean(1))
+        mask_iou.append(
+            per_image_iou(heat, masks).mean(1) if masks is not None else heat.new_full((len(heat),), math.nan)
+        )
     return BlurTest(torch.as_tensor(list(sigmas), dtype=torch.float64), *map(torch.stack, (correct, same, mask_iou)))
 
 

@@ -46,7 +46,11 @@ def deconvnet(
     output: str = "heatmap",
 ) -> Tensor:
     """DeconvNet: ReLU and ReLU6 pass max(R, 0) regardless of the forward input; max-pool switches (Zeiler & Fergus
-    2014)."""
+    2014).
+
+    The image enters the backward pass only through the max-pool switches (and through gates such as
+    squeeze-excitation products, or smooth activations with ``smooth="gradient"``): on a network without them —
+    EfficientNet-Lite0, MobileNetV2 — the map depends on the class and the weights, not on the image."""
     return _explain(rule_set(DECONVNET, smooth), model, images, target, reduction, output)
 
 

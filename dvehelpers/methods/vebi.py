@@ -348,7 +348,12 @@ def fit(
     x = features(model, images, names, l2_normalize, batch_size, progress)
     y = predict(model, images, batch_size) if labels == "predicted" else truth
     lab = torch.nn.functional.one_hot(y.to(x.device).long(), num_classes(model)).T.to(x.dtype)
-    res = mu_lasso(x.T, lab, mu, nonneg, **solver)
+    # A class no training image has (l_j = 0) has the exact solution w_j = 0 with gap 0: solve only the others
+    # (an ImageNet model with a folder of a few classes solves a few problems, not 1 000).
+    seen = lab.any(1)
+    res = mu_lasso(x.T, lab[seen], mu, nonneg, **solver)
+    W = res.W.new_zeros(x.shape[1], len(lab)).index_copy_(1, seen.nonzero()[:, 0], res.W)
+    gap = res.gap.new_zeros(len(lab)).index_copy_(0, seen.nonzero()[:, 0], res.gap)
     layout = feature_layout(model, names, size=images.shape[-1])
     info = {
         "images": len(images),
@@ -358,9 +363,7 @@ def fit(
         **dict(record or {}),
     }
     kept = {"X": x.T, "L": lab} if keep_features else {}
-    return Interpretation(
-        res.W, layout.layers, layout.channels, mu, nonneg, labels, l2_normalize, res.gap, info, **kept
-    )
+    return Interpretation(W, layout.layers, layout.channels, mu, nonneg, labels, l2_normalize, gap, info, **kept)
 
 
 def fingerprint(model: nn.Module) -> list[float]:
