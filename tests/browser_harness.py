@@ -40,8 +40,8 @@ CHROMIUM_ARGS = [
 ]
 INSTALL_HINT = "install with: apt-get install chromium; pip install playwright"
 WIDGET_CALL = re.compile(r"\bdh\.widgets\.(explorer|dataset_browser|photo_explorer)\(")
-#: The real file input of a photo explorer's upload control, and the texts it fills.
-UPLOAD, TOP5, UPLOAD_MESSAGE = ".dve-upload input[type=file]", ".dve-top5", ".dve-upload-message"
+#: A photo explorer's upload button (it opens the file chooser), and the texts it fills.
+UPLOAD, TOP5, UPLOAD_MESSAGE = ".dve-upload", ".dve-top5", ".dve-upload-message"
 #: CSS classes that dvehelpers.widgets puts on its widgets, their error area and their figure area.
 ROOTS, ERROR, FIGURE = ".dve-explorer, .dve-browser", ".dve-error", ".dve-figure"
 STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
@@ -429,17 +429,21 @@ def _redraws(page: Any, root: Any, change: Any, control: str, timeout: float = 6
 
 
 def upload_photo(panel: Any, k: int, photo: Path, shot: Path, timeout: float = 60) -> dict[str, Any]:
-    """In cell ``k``'s photo explorer, choose ``photo`` in the real file input (as a reader's file dialog does) and
-    wait for the kernel to handle it; say what the widget shows then: the ``top5`` and ``message`` texts, whether the
-    figure was ``redrawn``, any ``errors`` in its error area, and a screenshot."""
+    """In cell ``k``'s photo explorer, click the upload button and choose ``photo`` in the file chooser it opens (as
+    a reader does), and wait for the kernel to handle it; say what the widget shows then: the ``top5`` and
+    ``message`` texts, whether the figure was ``redrawn``, any ``errors`` in its error area, and a screenshot."""
     page = panel.page
     root = panel.locator(".jp-Cell").nth(k).locator(".dve-photo-explorer").first
     root.wait_for(state="visible", timeout=30_000)
-    before, busy = _figure(root), page.evaluate("() => window.__dve.busy")
-    root.locator(UPLOAD).set_input_files(str(photo))
-    page.wait_for_function(
-        "b => window.__dve.busy > b && window.__dve.status === 'idle'", arg=busy, timeout=timeout * 1000
-    )
+    before = _figure(root)
+    with page.expect_file_chooser(timeout=30_000) as chooser:  # ipywidgets keeps its <input type=file> off the page
+        root.locator(UPLOAD).click()
+    chooser.value.set_files(str(photo))
+    message = root.locator(UPLOAD_MESSAGE)
+    deadline = time.monotonic() + timeout  # the widget names the file in its message once the kernel handled it
+    while photo.name not in message.inner_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    page.wait_for_function("() => window.__dve.status === 'idle'", timeout=timeout * 1000)
     deadline = time.monotonic() + 1.5  # as in _redraws: let the DOM show the last display message
     while _figure(root) == before and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -197,7 +197,7 @@ def assert_uploads_explained(widget: Any) -> None:
     """:func:`photo_files` chosen in a photo explorer showing the eight offline photos with a class."""
     good, cut = widget.uploads
     assert good["redrawn"] and not good["errors"], good
-    assert good["top5"].startswith("my_coffee.jpg — top-5 classes:")
+    assert good["top5"].startswith("my_coffee.jpg — top-5 classes:"), good
     assert good["top5"].split("classes:")[1].strip().startswith("espresso"), good["top5"]
     assert good["message"] == "my_coffee.jpg: shown as image 8"
     assert "broken.jpg: the image data is truncated or damaged" in cut["message"] and not cut["redrawn"], cut
