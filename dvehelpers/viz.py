@@ -213,8 +213,10 @@ def grid(
     size: float = 1.8,
     colorbar: bool = True,
     kinds: Sequence[str] | None = None,
+    colorbar_label: str = HEAT_LABEL,
 ) -> Figure:
-    """One row per image: the image, then each B×H×W map of ``maps`` over it, with one shared colour bar.
+    """One row per image: the image, then each B×H×W map of ``maps`` over it, with one shared colour bar
+    (``colorbar_label`` says what its scale means).
 
     Maps with a channel axis (B×3×H×W, signed) are shown with :func:`signed_image` (grey = 0) instead of the
     colour map; ``kinds`` (one :data:`KINDS` entry per map) overrides that guess, e.g. ``"image"`` for a
@@ -242,7 +244,7 @@ def grid(
     for c, title in enumerate(col_titles[:cols]):
         axes[0, c].set_title(title, fontsize=8)
     if colorbar and "heatmap" in kinds:
-        heat_colorbar(fig, axes)
+        heat_colorbar(fig, axes, label=colorbar_label)
     return fig
 
 
@@ -305,12 +307,19 @@ def compare_methods(
     rows = prediction_labels(model, images, labels, class_names)
     cols = ["image", *(method_title(name, p) for name, p in specs)]
     kinds = [output_kind(m, p.get("output")) for m, (_, p) in zip(maps, specs, strict=True)]
+    label = HEAT_LABEL
     if saturate is not None:
         maps = [saturate_maps(m, saturate) if k == "heatmap" else m for m, k in zip(maps, kinds, strict=True)]
-    fig = grid(shown, maps, row_titles=rows, col_titles=cols, masks=masks, kinds=kinds)
+        label = saturated_label(saturate)
+    fig = grid(shown, maps, row_titles=rows, col_titles=cols, masks=masks, kinds=kinds, colorbar_label=label)
     if saturate is not None:
         fig.supxlabel(f"display: each heatmap divided by its own {saturate:.3g} quantile and clipped to 1", fontsize=8)
     return fig
+
+
+def saturated_label(quantile: float) -> str:
+    """The colour bar's label for heatmaps shown through :func:`dvehelpers.maps.saturate`."""
+    return f"heat ÷ its own {quantile:.3g} quantile,\nclipped to 1 (display only)"
 
 
 def iou_curves(

@@ -295,6 +295,25 @@ def test_grid_kinds_override_the_guess_and_need_one_entry_per_map() -> None:
     plt.close("all")
 
 
+def test_compare_methods_saturates_heatmaps_only_and_says_so() -> None:
+    """saturate=q shows every heatmap divided by its own q-quantile and clipped, leaves a masked image as it is, and
+    labels the colour bar and the figure; the maps themselves are not changed."""
+    model, x = small("vgg", dtype=torch.float32), seeded_images(0, b=2, dtype=torch.float32)
+    fig = viz.compare_methods(model, x, ["gradient", ("fourier_dve", {"output": "masked"})], saturate=0.9)
+    *panels, bar = fig.axes
+    panels = np.array(panels).reshape(2, 3)
+    heat = dh.explain("gradient", model, x)
+    top = torch.quantile(heat.flatten(1), 0.9, dim=1)
+    for r in range(2):
+        np.testing.assert_allclose(
+            panels[r, 1].images[1].get_array(), (heat[r] / top[r]).clamp(0, 1).numpy(), atol=1e-6
+        )
+        masked = dh.explain("fourier_dve", model, x, output="masked")[r].permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(panels[r, 2].images[0].get_array(), masked, atol=1e-6)
+    assert bar.get_ylabel() == viz.saturated_label(0.9) and "0.9 quantile" in fig.get_supxlabel()
+    plt.close(fig)
+
+
 def test_compare_methods_draws_a_masked_output_as_the_image_itself() -> None:
     """Fourier DVE with output="masked" is the masked image, not grey-centred; gradcam beside it keeps the bar."""
     model, x = small("vgg", dtype=torch.float32), seeded_images(0, b=2, dtype=torch.float32)
