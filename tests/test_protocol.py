@@ -159,11 +159,11 @@ def test_results_are_written_as_csv_markdown_and_figures(quick: protocol.Evaluat
 def test_bootstrap_interval_matches_the_normal_approximation() -> None:
     g = torch.Generator().manual_seed(3)
     scores = torch.rand(400, generator=g, dtype=torch.float64) * 100
-    lo, hi = protocol._bootstrap(scores, 2000, seed=0)
+    lo, hi = protocol.bootstrap_interval(scores, 2000, seed=0)
     half = 1.96 * scores.std().item() / 400**0.5
     assert lo < scores.mean().item() < hi
     assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
-    assert protocol._bootstrap(torch.full((50,), 7.0, dtype=torch.float64), 100, 0) == (7.0, 7.0)
+    assert protocol.bootstrap_interval(torch.full((50,), 7.0, dtype=torch.float64), 100, 0) == (7.0, 7.0)
 
 
 def test_command_line_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
