@@ -34,7 +34,9 @@ class Param:
     ``"object"`` (a Python object the method checks itself, e.g. a fitted interpretation; it has no control).
     ``range`` bounds numbers, inclusive; ``log=True`` says the range spans orders of magnitude (a control
     then moves on a log scale). A parameter whose default is ``None`` also accepts ``None`` (the method then
-    chooses, as its doc line says).
+    chooses, as its doc line says). ``when`` says under which values of the method's other parameters this one
+    matters at all, e.g. ``when={"mask": ("tau",)}``: FBI's τ is read only by the τ mask. The explorers grey out a
+    control whose ``when`` is not met.
     """
 
     name: str
@@ -44,14 +46,22 @@ class Param:
     choices: tuple[Any, ...] | None = None
     range: tuple[float, float] | None = None
     log: bool = False
+    when: Mapping[str, tuple[Any, ...]] | tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def __post_init__(self) -> None:
+        # stored as sorted pairs so that a Param stays hashable
+        pairs = self.when.items() if isinstance(self.when, Mapping) else self.when
+        object.__setattr__(self, "when", tuple(sorted((str(k), tuple(v)) for k, v in pairs)))
         if self.kind not in KINDS:
             raise ValueError(f"parameter {self.name!r}: unknown kind {self.kind!r}; valid: {', '.join(KINDS)}")
         if self.kind == "choice" and not self.choices:
             raise ValueError(f"parameter {self.name!r}: a choice parameter needs choices")
         if self.log and (self.kind != "float" or self.range is None or self.range[0] <= 0):
             raise ValueError(f"parameter {self.name!r}: a log scale needs a float with a positive range")
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        """Whether this parameter matters when the method's parameters are ``values`` (see ``when``)."""
+        return all(values.get(name) in allowed for name, allowed in self.when)  # type: ignore[union-attr]
 
     def validate(self, value: Any) -> Any:
         """``value`` checked against the spec (layer names are checked by the method, on the model)."""
@@ -146,6 +156,19 @@ _METHODS: dict[str, Method] = {}
 METHODS = MappingProxyType(_METHODS)
 
 
+def _check_when(method: str, params: Sequence[Param]) -> None:
+    """Every ``when`` of ``params`` names another parameter of the method, and only values it can take."""
+    by_name = {p.name: p for p in params}
+    for p in params:
+        for other, allowed in p.when:  # type: ignore[misc]
+            spec = by_name.get(other)
+            if spec is None or spec is p:
+                raise ValueError(f"{method}: parameter {p.name!r} depends on {other!r}, not among {sorted(by_name)}")
+            bad = [v for v in allowed if spec.kind == "choice" and v not in (spec.choices or ())]
+            if bad:
+                raise ValueError(f"{method}: {p.name!r} depends on {other!r} being {bad}; valid: {spec.choices}")
+
+
 def register(
     name: str,
     *,
@@ -161,6 +184,7 @@ def register(
     def deco(fn: MethodFn) -> MethodFn:
         if name in _METHODS:
             raise ValueError(f"method {name!r} is registered twice")
+        _check_when(name, params)
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _METHODS[name] = Method(name, fn, tuple(params), paper, class_specific, doc, identity, randomised)
         return fn

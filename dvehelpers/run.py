@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from . import images, models, viz
+from . import images, models, nbclean, viz
 from .atomic import write_text
 from .data import VARIANTS, An8Flower, one_per_class
 from .devices import device
@@ -67,7 +67,8 @@ class CellProgress:
 
 def execute_notebook(path: Path, out: Path, timeout: int = 3600) -> Path:
     """Execute ``path`` top to bottom in its own folder, showing per-cell progress and the time it took;
-    write the executed copy and an HTML page to ``out`` (atomically)."""
+    finalise its widget outputs for readers without a kernel (:func:`dvehelpers.nbclean.finalize`) and write the
+    executed copy and an HTML page to ``out`` (atomically)."""
     import nbformat
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import ExecutePreprocessor
@@ -86,6 +87,7 @@ def execute_notebook(path: Path, out: Path, timeout: int = 3600) -> Path:
     finally:
         progress.close()
     seconds = time.monotonic() - start
+    nbclean.finalize(nb)
     out.mkdir(parents=True, exist_ok=True)
     executed = out / path.name
     write_text(executed, nbformat.writes(nb))

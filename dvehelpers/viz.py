@@ -38,6 +38,7 @@ __all__ = [
     "HEAT_LABEL",
     "OUTLINE_WIDTH",
     "to_rgb",
+    "luminance",
     "signed_image",
     "overlay",
     "mask_outline",
@@ -68,7 +69,10 @@ __all__ = [
     "table",
 ]
 
-HEAT_CMAP = "jet"
+#: The series' heat colour map: perceptually ordered (equal steps of heat look equal, dark = low), readable in greyscale
+#: print and by colour-blind readers. :func:`overlay` draws it over a greyscale copy of the image, so that no petal
+#: colour can hide heat of the same hue (an8Flower's classes are colours; ``jet`` put red heat on red petals).
+HEAT_CMAP = "inferno"
 HEAT_LABEL = "heat (min-max per image): 0 = least, 1 = most salient"
 #: Points; at a notebook's scale (112 px shown ~180 px wide) a 2-pixel stem keeps its colour inside the outline.
 OUTLINE_WIDTH = 0.6
@@ -80,6 +84,12 @@ def to_rgb(image: Tensor) -> np.ndarray:
     """A C×H×W (or H×W) tensor in [0, 1] as an H×W×C float array for ``imshow`` (clipped to [0, 1])."""
     image = image.detach().float().cpu().clamp(0, 1)
     return image.numpy() if image.ndim == 2 else image.permute(1, 2, 0).numpy()
+
+
+def luminance(image: Tensor) -> Tensor:
+    """The Rec. 601 luma of a 3×H×W (or B×3×H×W) image in [0, 1]: 0.299 R + 0.587 G + 0.114 B, H×W (B×H×W)."""
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype, device=image.device)
+    return (image * weights.view(3, 1, 1)).sum(-3)
 
 
 def signed_image(raw: Tensor) -> Tensor:
@@ -107,9 +117,10 @@ def overlay(
     cmap: str = HEAT_CMAP,
     title: str | None = None,
 ) -> Axes:
-    """Draw ``heatmap`` (H×W in [0, 1]) over ``image`` (3×H×W in [0, 1], or None for the map alone)."""
+    """Draw ``heatmap`` (H×W in [0, 1]) over a greyscale copy of ``image`` (3×H×W in [0, 1], or None for the map
+    alone): the image's colours cannot hide heat of the same hue."""
     if image is not None:
-        ax.imshow(to_rgb(image))
+        ax.imshow(to_rgb(luminance(image)), cmap="gray", vmin=0, vmax=1)
         ax.imshow(to_rgb(heatmap), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
     else:
         ax.imshow(to_rgb(heatmap), cmap=cmap, vmin=0, vmax=1)

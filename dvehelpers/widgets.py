@@ -19,6 +19,7 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 import torch
 import traitlets
+from IPython.display import display
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
@@ -73,11 +74,13 @@ def _dropdown(options: Sequence[tuple[str, Any]], value: Any, **kwargs: Any) -> 
 class OptionalNumber(W.HBox):
     """A number that may also be ``None`` (the method's own default): an "auto" checkbox and a slider.
 
-    ``value`` is ``None`` while "auto" is ticked (the slider is then disabled), else the slider's value.
+    ``value`` is ``None`` while "auto" is ticked (the slider is then disabled), else the slider's value;
+    ``disabled`` greys out both.
     """
 
     value = traitlets.Any(None)
     description = traitlets.Unicode("")
+    disabled = traitlets.Bool(False)
 
     def __init__(self, slider: W.ValueWidget, description: str, tooltip: str = "") -> None:
         self.auto = W.Checkbox(value=True, description=f"{description}: auto", tooltip=tooltip, indent=False)
@@ -86,9 +89,11 @@ class OptionalNumber(W.HBox):
         super().__init__([self.auto, slider], description=description)
         self.auto.observe(self._sync, names="value")
         slider.observe(self._sync, names="value")
+        self.observe(self._sync, names="disabled")
 
     def _sync(self, change: Any = None) -> None:
-        self.slider.disabled = self.auto.value
+        self.auto.disabled = self.disabled
+        self.slider.disabled = self.disabled or self.auto.value
         self.value = None if self.auto.value else self.slider.value
 
 
@@ -204,7 +209,21 @@ def _method_names(methods: Sequence[str] | None, method: str | None) -> list[str
     return names
 
 
-class Explorer:
+class _Shown:
+    """A widget with a figure: :meth:`show` displays both, so that a reader without a kernel sees a picture."""
+
+    widget: W.Widget
+    figure: Figure | None
+
+    def show(self) -> None:
+        """Display the widget, then a static picture of what it shows now (GitHub, nbviewer and the site render
+        no live widget; a notebook run through :func:`dvehelpers.nbclean.finalize` names the picture)."""
+        display(self.widget)
+        if self.figure is not None:
+            display(self.figure)
+
+
+class Explorer(_Shown):
     """The explorer's state: controls, the output area, the last computed map (``result``) and ``figure``."""
 
     def __init__(
@@ -279,8 +298,15 @@ class Explorer:
         self.target.disabled = not spec.class_specific
         self._redraw()
 
+    def _grey_out(self) -> None:
+        """Disable the controls that do not apply under the current choices (e.g. FBI's τ under another mask)."""
+        spec, values = METHODS[self.method.value], self.params()
+        for name, w in self.controls.items():
+            w.disabled = not spec.param(name).applies(values)
+
     def _redraw(self, change: Any = None) -> None:
         with _reported(self.error):
+            self._grey_out()
             i = self.index.value
             try:
                 params = self.call_params()
@@ -321,13 +347,13 @@ class Explorer:
 
 
 def explorer(model: nn.Module, images: Tensor, **options: Any) -> Explorer:
-    """An interactive explorer on ``images``; show its ``.widget``. Options as :class:`Explorer`
+    """An interactive explorer on ``images``; show it with ``.show()``. Options as :class:`Explorer`
     (``class_names``, ``methods`` — default all registered —, ``display``, ``masks``, ``method``, and ``fixed``:
     parameters per method that have no control, e.g. ``{"vebi": {"interpretation": interp}}``)."""
     return Explorer(model, images, **options)
 
 
-class PhotoExplorer:
+class PhotoExplorer(_Shown):
     """Explain your own photo: a file upload (any JPEG, PNG … of any size, greyscale or with transparency) above an
     :class:`Explorer` over the offline photos of :data:`dvehelpers.images.PHOTOS`, with the model's top-5 classes of
     the photo shown; any class can be picked as the target. A file that cannot be used (empty, too large, not an
@@ -363,6 +389,11 @@ class PhotoExplorer:
         self.widget = W.VBox([W.HBox([self.upload, self.message]), self.top5, self.explorer.widget])
         self.widget.add_class("dve-photo-explorer")
         self._show_top5()
+
+    @property
+    def figure(self) -> Figure | None:  # type: ignore[override]
+        """The explorer's current figure."""
+        return self.explorer.figure
 
     def add(self, data: bytes, name: str = "upload") -> None:
         """Decode a file's bytes (:func:`dvehelpers.images.decode`), add the photo and explain it; a bad file raises
@@ -404,13 +435,13 @@ class PhotoExplorer:
 
 
 def photo_explorer(model: nn.Module, **options: Any) -> PhotoExplorer:
-    """Explain your own photo with an ImageNet classifier (e.g. ``dh.models.load("efficientnet-lite0")``); show its
-    ``.widget``. Options as :class:`PhotoExplorer` (``methods``, ``method``, ``names`` of offline photos, ``size``,
+    """Explain your own photo with an ImageNet classifier (e.g. ``dh.models.load("efficientnet-lite0")``); show it
+    with ``.show()``. Options as :class:`PhotoExplorer` (``methods``, ``method``, ``names`` of offline photos, ``size``,
     ``fixed``)."""
     return PhotoExplorer(model, **options)
 
 
-class DatasetBrowser:
+class DatasetBrowser(_Shown):
     """Browse an8Flower-synth: variant, class, angle and scene (seed); the render and its mask redraw on change."""
 
     def __init__(self, size: int = 112) -> None:
@@ -475,5 +506,5 @@ def _class_options(names: Sequence[str]) -> list[tuple[str, int]]:
 
 
 def dataset_browser(size: int = 112) -> DatasetBrowser:
-    """An interactive browser of the rendered dataset; show its ``.widget``."""
+    """An interactive browser of the rendered dataset; show it with ``.show()``."""
     return DatasetBrowser(size)

@@ -70,3 +70,29 @@ def test_register_adds_a_method_that_explain_dispatches_to(monkeypatch: pytest.M
 def test_choice_spec_needs_choices() -> None:
     with pytest.raises(ValueError, match="needs choices"):
         dh.Param("mode", "a", "a mode", kind="choice")
+
+
+def test_when_says_which_parameters_matter_and_is_checked_at_registration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tau = dh.METHODS["fbi"].param("tau")
+    assert tau.applies({"mask": "tau"}) and not tau.applies({"mask": "keep_fraction"})
+    merge = dh.METHODS["vebi"].param("merge")  # two conditions: both must hold
+    assert merge.applies({"feature": None, "output": "heatmap"})
+    assert not merge.applies({"feature": 0, "output": "heatmap"})
+    assert not merge.applies({"feature": None, "output": "features"})
+    assert hash(tau) == hash(dh.Param(**{**tau.__dict__, "when": {"mask": ("tau",)}}))  # hashable, order-free
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    mode = dh.Param("mode", "a", "a mode", kind="choice", choices=("a", "b"))
+
+    def fn(model, images, target=None, **kw):  # noqa: ANN001, ANN003, ANN202
+        return images[:, 0]
+
+    with pytest.raises(ValueError, match="depends on 'missing'"):
+        dh.register(
+            "w1", params=[mode, dh.Param("x", 1.0, "x", when={"missing": ("a",)})], paper="t", class_specific=False
+        )(fn)
+    with pytest.raises(ValueError, match=r"depends on 'mode' being \['c'\]"):
+        dh.register(
+            "w2", params=[mode, dh.Param("x", 1.0, "x", when={"mode": ("c",)})], paper="t", class_specific=False
+        )(fn)

@@ -240,3 +240,43 @@ def test_explorer_draws_fourier_outputs_as_image_grey_centred_signal_or_heatmap(
     assert shown.get_cmap().name == "gray" and shown.get_clim() == (0, 1)
     assert len(ex.figure.axes) == 2 and ex.figure.axes[1].get_title() == "signed map (grey = 0)"
     assert ex.figure.axes[1].collections
+
+
+def test_explorer_greys_out_controls_that_do_not_apply() -> None:
+    model, x = small("vgg", dtype=torch.float32), seeded_images(1, b=1, dtype=torch.float32)
+    ex = widgets.explorer(model, x, method="fbi")
+    tau, keep = ex.controls["tau"], ex.controls["keep_fraction"]
+    assert ex.controls["mask"].value == "keep_fraction" and tau.disabled and not keep.disabled
+    ex.controls["mask"].value = "tau"
+    assert not tau.disabled and keep.disabled
+    ex.controls["mask"].value = "none"
+    assert tau.disabled and keep.disabled
+    ex.controls["output"].value = "raw"  # the RGB reduction only makes a heatmap
+    assert ex.controls["reduction"].disabled
+    ex.method.value = "fourier_dve"
+    assert ex.controls["targeted_on"].disabled and not ex.controls["v_sums"].disabled
+    ex.controls["targeted"].value = True
+    ex.controls["denoise"].value = False
+    assert not ex.controls["targeted_on"].disabled and ex.controls["v_sums"].disabled
+
+
+def test_optional_number_greys_out_both_parts() -> None:
+    w = widgets.OptionalNumber(W.FloatLogSlider(value=1.0, min=-1, max=1), "mu")
+    w.auto.value = False
+    assert not w.slider.disabled
+    w.disabled = True
+    assert w.auto.disabled and w.slider.disabled
+    w.disabled = False
+    assert not w.auto.disabled and not w.slider.disabled
+
+
+def test_overlay_draws_heat_over_a_grey_copy_of_the_image() -> None:
+    red = torch.zeros(3, 8, 8)
+    red[0] = 1.0  # a pure red petal: heat of a red hue would vanish on it in colour
+    fig, ax = plt.subplots()
+    viz.overlay(ax, red, torch.linspace(0, 1, 64).view(8, 8))
+    background, heat = ax.get_images()
+    np.testing.assert_allclose(background.get_array(), np.full((8, 8), 0.299), rtol=1e-6)  # luma of red
+    assert background.get_cmap().name == "gray" and heat.get_cmap().name == viz.HEAT_CMAP != "jet"
+    assert torch.allclose(viz.luminance(torch.stack([red, 1 - red])), torch.tensor([0.299, 0.701]).view(2, 1, 1))
+    plt.close(fig)

@@ -41,7 +41,12 @@ __all__ = [
 
 LAYER = Param("layer", None, "layer to explain (None: the last layer with a spatial map, e.g. relu5_3)", kind="layer")
 REDUCTION = Param(
-    "reduction", "pos_l2", "RGB -> heatmap: " + "; ".join(REDUCTIONS.values()), "choice", tuple(REDUCTIONS)
+    "reduction",
+    "pos_l2",
+    "RGB -> heatmap: " + "; ".join(REDUCTIONS.values()),
+    "choice",
+    tuple(REDUCTIONS),
+    when={"output": ("heatmap",)},
 )
 OUTPUT = Param(
     "output", "heatmap", "'heatmap' (B×H×W in [0,1]) or 'raw' (signed B×3×H×W)", "choice", ("heatmap", "raw")

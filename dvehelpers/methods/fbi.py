@@ -249,7 +249,12 @@ def fbi_rules(
 
 MASK = Param("mask", "keep_fraction", "forward-backward mask: " + "; ".join(MASKS.values()), "choice", tuple(MASKS))
 TAU = Param(
-    "tau", 10.0, "mask='tau': keep â⊙a > τ (the paper's τ = 10 belongs to Keras VGG-16)", range=(1e-6, 1e4), log=True
+    "tau",
+    10.0,
+    "mask='tau': keep â⊙a > τ (the paper's τ = 10 belongs to Keras VGG-16)",
+    range=(1e-6, 1e4),
+    log=True,
+    when={"mask": ("tau",)},
 )
 #: Ours, not the paper's: on the an8Flower-synth validation splits (both variants, both shipped models, k = 0.5)
 #: mean IoU is flat from 3 % kept upwards (31.4 at 0.03, 32.1 at 0.3 and at 1.0) and falls below (27.9 at 0.01);
@@ -260,6 +265,7 @@ KEEP_FRACTION = Param(
     "mask='keep_fraction': share of each layer's entries kept (0.03: ours, from a sweep on an8Flower-synth)",
     range=(1e-3, 1.0),
     log=True,
+    when={"mask": ("keep_fraction",)},
 )
 K_FRACTION = Param("k_fraction", 0.5, "share of a conv layer's backward maps kept (the paper: 50 %)", range=(0.01, 1.0))
 TOPK_SCOPE = Param(

@@ -243,11 +243,30 @@ def fourier_steps(
             "highpass", "fourier", "'fourier': 1 − G₂ on the spectrum; 'spatial': eq. 3 as printed", "choice", HIGHPASS
         ),
         Param("denoise", True, "apply the noise filter of eq. 4 (square maps only)", "bool"),
-        Param("kernel_scale", 1, "a in D = v_i + v_j − a·S Sᵀ: 1 as printed, 2 as in t-SNE", "choice", (1, 2)),
-        Param("v_sums", "rows", "v of eq. 4 from the rows (t-SNE) or the columns (as printed) of S²", "choice", V_SUMS),
+        Param(
+            "kernel_scale",
+            1,
+            "a in D = v_i + v_j − a·S Sᵀ: 1 as printed, 2 as in t-SNE",
+            "choice",
+            (1, 2),
+            when={"denoise": (True,)},
+        ),
+        Param(
+            "v_sums",
+            "rows",
+            "v of eq. 4 from the rows (t-SNE) or the columns (as printed) of S²",
+            "choice",
+            V_SUMS,
+            when={"denoise": (True,)},
+        ),
         Param("targeted", False, "targeted DVE (§3.1): the band product applied once more", "bool"),
         Param(
-            "targeted_on", "map", "targeted DVE on the layer's map or on the image masked by it", "choice", TARGETED_ON
+            "targeted_on",
+            "map",
+            "targeted DVE on the layer's map or on the image masked by it",
+            "choice",
+            TARGETED_ON,
+            when={"targeted": (True,)},
         ),
         Param(
             "output",

@@ -619,14 +619,27 @@ FEATURE = Param(
     "None: merge the k feature maps; i: the map of the i-th strongest alone (0 = strongest)",
     "int",
     range=(0, 19),
+    when={"output": ("heatmap",)},
 )
 MERGE = Param(
-    "merge", "max", "how the k feature maps combine: pixel-wise 'max' (the paper) or 'mean'", "choice", ("max", "mean")
+    "merge",
+    "max",
+    "how the k feature maps combine: pixel-wise 'max' (the paper) or 'mean'",
+    "choice",
+    ("max", "mean"),
+    when={"feature": (None,), "output": ("heatmap",)},
 )
 STRIDED_FIX = Param(
     "strided_fix", True, "Oramas et al.'s fix for strided convolutions: resize, then a stride-1 transposed conv", "bool"
 )
-RESIZE = Param("resize", "nearest", "how the fix resizes the backward map (the paper: nearest)", "choice", RESIZE_MODES)
+RESIZE = Param(
+    "resize",
+    "nearest",
+    "how the fix resizes the backward map (ours: the paper does not name it)",
+    "choice",
+    RESIZE_MODES,
+    when={"strided_fix": (True,)},
+)
 MU = Param(
     "mu",
     None,
