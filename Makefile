@@ -7,7 +7,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # JupyterLab refuses to start as root without this flag.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup run test lab bench lint clean data models
+.PHONY: setup run test lab bench lint clean data models site
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: $(STAMP)
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		DVE_QUICK=1 $(BIN)/python -m pytest -q --nbval-lax notebooks; \
 	else echo "no notebooks to execute yet"; fi
+
+# The static website of the series from the committed notebooks (nothing is executed): build/site/index.html.
+site: $(STAMP)
+	$(BIN)/python -m dvehelpers site
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks

@@ -1,4 +1,5 @@
-"""Command line: ``python -m dvehelpers methods | layers | run | evaluate | render | train | interpret | bench``."""
+"""Command line: ``python -m dvehelpers methods | layers | run | evaluate | render | train | interpret | bench |
+site``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from .models import ARCHS as BUILT
 from .models import build, default_size, layer_table, load
 from .registry import METHODS
 from .run import run_all
+from .site import build as build_site
+from .site import repository_url
 from .train import train_and_save
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +122,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, str(script), *args.rest])
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    repository = args.repository or repository_url()
+    out = build_site(Path(args.out), repository=repository)
+    links = f"Binder and Colab links to {repository}" if repository else "no repository URL, so no Binder/Colab links"
+    print(f"site: {out / 'index.html'} ({links}; Sphinx's warnings in {out / 'WARNINGS.txt'})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dvehelpers", description="Deep Visual Explanation helpers")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -171,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="run benchmarks/bench_methods.py (arguments are passed on)")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(fn=cmd_bench)
+    site = sub.add_parser("site", help="the static website of the series (Sphinx + MyST-NB) into build/site/")
+    site.add_argument("--out", default=str(ROOT / "build" / "site"))
+    site.add_argument(
+        "--repository", default=None, help="GitHub URL for the Binder/Colab links (default: pyproject or git origin)"
+    )
+    site.set_defaults(fn=cmd_site)
     args = ap.parse_args(argv)
     return int(args.fn(args))
 

@@ -146,7 +146,7 @@ class FeatureLayout:
 
 
 def feature_layout(model: nn.Module, layers: Sequence[str] | None = None, size: int = 112) -> FeatureLayout:
-    """The layout of :func:`features` for ``model`` (channel counts from one ``size``² input of zeros)."""
+    """The layout of :func:`features` for ``model`` (channel counts from one input of zeros, ``size`` × ``size``)."""
     names = list(default_feature_layers(model) if layers is None else layers)
     graph = capture(model)
     got = shapes(graph, (size, size))
