@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shlex
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,17 @@ from .data import VARIANTS, An8Flower
 from .integrity import sha256
 from .version import __version__
 
-__all__ = ["train", "logits", "predict", "probabilities", "accuracy", "model_name", "train_and_save"]
+__all__ = [
+    "train",
+    "snapshots",
+    "Snapshot",
+    "logits",
+    "predict",
+    "probabilities",
+    "accuracy",
+    "model_name",
+    "train_and_save",
+]
 
 
 def model_name(arch: str, variant: str) -> str:
@@ -59,6 +72,61 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int =
     return float((predict(model, images, batch_size) == labels.cpu()).float().mean())
 
 
+@dataclass
+class _Run:
+    """One training run's state: model, data, optimiser and learning-rate schedule, and the shuffling generator."""
+
+    model: nn.Module
+    x: Tensor
+    y: Tensor
+    xv: Tensor
+    yv: Tensor
+    opt: torch.optim.Optimizer
+    sched: Any
+    g: torch.Generator
+    batch_size: int
+    loss: float = float("nan")
+
+    def epoch(self, desc: str, progress: bool) -> Iterator[int]:
+        """One epoch of Adam steps over a fresh shuffle; yields after every step (its index in the epoch)."""
+        self.model.train()
+        order = torch.randperm(len(self.y), generator=self.g).to(self.x.device)
+        bar = tqdm(range(0, len(self.y), self.batch_size), desc=desc, disable=not progress, leave=False)
+        for step, i in enumerate(bar):
+            idx = order[i : i + self.batch_size]
+            loss = F.cross_entropy(self.model(self.x[idx]), self.y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.loss = loss.item()
+            bar.set_postfix(loss=f"{self.loss:.3f}")
+            yield step
+        self.sched.step()
+
+
+def _start(
+    variant: str,
+    arch: str,
+    seed: int,
+    size: int,
+    max_epochs: int,
+    batch_size: int,
+    lr: float,
+    dev: torch.device,
+    progress: bool,
+) -> _Run:
+    """The data, the freshly initialised model (``seed``), Adam and a cosine decay over ``max_epochs``."""
+    data = {s: An8Flower(variant, s, size=size, seed=seed, progress=progress).tensors() for s in ("train", "val")}
+    (x, y), (xv, yv) = (data["train"][:2], data["val"][:2])
+    torch.manual_seed(seed)
+    model = models.build(arch, VARIANTS[variant]).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    # cosine decay over max_epochs: large steps early, settled weights late (no BN in these nets)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
+    g = torch.Generator().manual_seed(seed)
+    return _Run(model, x.to(dev), y.to(dev), xv.to(dev), yv.to(dev), opt, sched, g, batch_size)
+
+
 def train(
     variant: str,
     arch: str,
@@ -78,44 +146,26 @@ def train(
     on the CPU) and its metadata.
     """
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    data = {s: An8Flower(variant, s, size=size, seed=seed, progress=progress).tensors() for s in ("train", "val")}
-    (x, y), (xv, yv) = (data["train"][:2], data["val"][:2])
-    x, y, xv, yv = x.to(dev), y.to(dev), xv.to(dev), yv.to(dev)
-    torch.manual_seed(seed)
-    model = models.build(arch, VARIANTS[variant]).to(dev)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    # cosine decay over max_epochs: large steps early, settled weights late (no BN in these nets)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
-    g = torch.Generator().manual_seed(seed)
+    run = _start(variant, arch, seed, size, max_epochs, batch_size, lr, dev, progress)
     best, best_state, since, perfect, history = -1.0, None, 0, 0, []
     t0 = time.perf_counter()
     for epoch in range(max_epochs):
-        order = torch.randperm(len(y), generator=g).to(dev)
-        bar = tqdm(
-            range(0, len(y), batch_size), desc=f"{arch}/{variant} epoch {epoch + 1}", disable=not progress, leave=False
-        )
-        for i in bar:
-            idx = order[i : i + batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        sched.step()
-        val = accuracy(model, xv, yv)
-        history.append({"epoch": epoch + 1, "loss": loss.item(), "val_accuracy": val})
+        for _ in run.epoch(f"{arch}/{variant} epoch {epoch + 1}", progress):
+            pass
+        val = accuracy(run.model, run.xv, run.yv)
+        history.append({"epoch": epoch + 1, "loss": run.loss, "val_accuracy": val})
         if progress:
-            print(f"{arch}/{variant} epoch {epoch + 1}: loss {loss.item():.4f}, val accuracy {val:.4f}")
+            print(f"{arch}/{variant} epoch {epoch + 1}: loss {run.loss:.4f}, val accuracy {val:.4f}")
         if val > best:
             best, since = val, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
         else:
             since += 1
         perfect = perfect + 1 if val == 1.0 else 0
         if perfect >= 2 or since >= patience:
             break
     assert best_state is not None
+    model = run.model
     model.load_state_dict(best_state)
     model = model.eval().cpu()
     meta = {
@@ -131,6 +181,53 @@ def train(
         "device": str(dev),
     }
     return model, meta
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A copy of a model during training: after ``steps`` Adam steps, at validation accuracy ``val_accuracy``."""
+
+    model: nn.Module
+    steps: int
+    val_accuracy: float
+
+
+def snapshots(
+    variant: str,
+    arch: str,
+    accuracies: Sequence[float],
+    seed: int = 0,
+    size: int = 112,
+    check_every: int = 5,
+    max_epochs: int = 20,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> list[Snapshot]:
+    """Copies of one training run — the recipe of :func:`train`, same seed, so the same trajectory — taken the first
+    time the validation accuracy, measured every ``check_every`` steps, reaches each of ``accuracies`` (in [0, 1]).
+    Training stops at the last one; a level never reached within ``max_epochs`` raises ``ValueError``. Models are in
+    eval mode on the CPU. The an8Flower AlexNet-style net reaches 50 % and 80 % within its first epoch (seconds)."""
+    levels = sorted(accuracies)
+    if not levels or not all(0 < a <= 1 for a in levels):
+        raise ValueError(f"accuracies must be in (0, 1], got {list(accuracies)}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    run = _start(variant, arch, seed, size, max_epochs, batch_size, lr, dev, progress)
+    out: list[Snapshot] = []
+    steps = 0
+    for epoch in range(max_epochs):
+        for _ in run.epoch(f"{arch}/{variant} epoch {epoch + 1}", progress):
+            steps += 1
+            if steps % check_every:
+                continue
+            val = accuracy(run.model, run.xv, run.yv)
+            while levels and val >= levels[0]:
+                levels.pop(0)
+                out.append(Snapshot(copy.deepcopy(run.model).eval().cpu(), steps, val))
+            if not levels:
+                return out
+    raise ValueError(f"{arch}/{variant} never reached validation accuracy {levels} in {max_epochs} epochs")
 
 
 def train_and_save(variant: str, arch: str, seed: int = 0, out: Path | None = None, **kwargs: Any) -> Path:

@@ -32,9 +32,15 @@ def test_pointing_game_on_planted_maxima_by_hand() -> None:
     assert metrics.pointing_game(heat, masks, "torchray").tolist() == [True, True, True]
 
 
-def test_a_constant_map_hits_under_quantus_ties() -> None:
-    heat, masks = planted(b=1)
-    assert metrics.pointing_game(heat, masks).tolist() == [True]  # every pixel is a maximum
+def test_a_constant_map_scores_the_masks_area_not_a_hit() -> None:
+    heat, masks = planted(b=1)  # every pixel is a maximum; the mask is 10×10 of 40×40
+    assert metrics.pointing_game(heat, masks).tolist() == [100 / 1600]
+    assert metrics.pointing_game(heat, masks, ties="any").tolist() == [1.0]  # Quantus's rule: a hit
+    heat[0, 0, :2] = 2.0  # two maxima, one of them... both off the mask
+    heat[0, 15, 15] = 2.0  # ...and one on it: a third of a hit
+    assert metrics.pointing_game(heat, masks).tolist() == [pytest.approx(1 / 3)]
+    with pytest.raises(ValueError, match="ties must be one of 'share', 'any'"):
+        metrics.pointing_game(heat, masks, ties="first")
 
 
 def test_pointing_game_equals_quantus_without_tolerance() -> None:
@@ -46,9 +52,11 @@ def test_pointing_game_equals_quantus_without_tolerance() -> None:
     expected = quantus.PointingGame(normalise=False, disable_warnings=True).evaluate_batch(
         a_batch=heat.numpy()[:, None], s_batch=masks.numpy()[:, None]
     )
-    got = metrics.pointing_game(heat, masks, "quantus")
-    assert got.tolist() == np.asarray(expected, dtype=bool).tolist()
+    got = metrics.pointing_game(heat, masks, "quantus", ties="any")
+    assert got.bool().tolist() == np.asarray(expected, dtype=bool).tolist()
     assert 0 < int(got.sum()) < 64
+    shared = metrics.pointing_game(heat, masks, "quantus")  # ties as shares: between 0 and Quantus's hit
+    assert bool((shared <= got).all()) and bool((shared[got == 0] == 0).all()) and bool((shared < got).any())
 
 
 def test_torchray_convention_equals_a_written_out_distance_rule() -> None:
@@ -62,8 +70,8 @@ def test_torchray_convention_equals_a_written_out_distance_rule() -> None:
     for i in range(20):
         peaks = (heat[i] == heat[i].max()).nonzero().tolist()
         pixels = masks[i].nonzero().tolist()
-        hit = any(math.dist(p, q) <= 15 for p in peaks for q in pixels)
-        assert bool(got[i]) == hit, i
+        share = sum(any(math.dist(p, q) <= 15 for q in pixels) for p in peaks) / len(peaks)
+        assert float(got[i]) == pytest.approx(share), i
 
 
 def test_pointing_game_errors() -> None:

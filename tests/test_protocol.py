@@ -126,10 +126,12 @@ def test_the_whole_protocol_runs_at_quick_sizes(quick: protocol.Evaluation) -> N
     for v in dh.data.VARIANTS:
         for a in protocol.ARCHS:
             mask, const = by[("reference: mask", v, a)], by[("reference: constant", v, a)]
-            # planted maps with known scores: the mask itself is perfect, a constant map finds nothing, and
-            # Quantus's tie rule lets the constant map "hit" every time (which is why both conventions are shown)
+            # planted maps with known scores: the mask itself is perfect; a constant map finds nothing, and its
+            # all-way tie in the pointing game scores the share of the image the mask covers, not a hit
             assert mask["mean_iou"] == 100 and mask["pointing_quantus"] == 100 and mask["pointing_torchray"] == 100
-            assert const["mean_iou"] == 0 and const["pointing_quantus"] == 100
+            masks = dh.data.An8Flower(v, "test", per_class=quick.sizes.per_class, progress=False).tensors()[2]
+            area = float(masks.flatten(1).float().mean(1).mean() * 100)
+            assert const["mean_iou"] == 0 and const["pointing_quantus"] == pytest.approx(area, rel=1e-4) < 15
             assert by[("reference: centre", v, a)]["pointing_quantus"] <= 100
             # the literal KL-DVE reading does not depend on the class (notebook 01): flagged
             assert by[("kl_dve", v, a)]["class_r"] == pytest.approx(1.0) and by[("kl_dve", v, a)]["class_blind"]

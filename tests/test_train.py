@@ -39,3 +39,19 @@ def test_training_is_deterministic_and_learns(tmp_path: Path, monkeypatch: pytes
     assert train.accuracy(a, x, y) == max(h["val_accuracy"] for h in meta["history"])
     fresh = dh.models.build("alexnet", 6)
     assert any(not torch.equal(p, q) for p, q in zip(a.state_dict().values(), fresh.state_dict().values(), strict=True))
+
+
+def test_snapshots_are_taken_when_the_validation_accuracy_first_reaches_each_level() -> None:
+    kw = {"size": 48, "check_every": 2, "batch_size": 16, "progress": False}
+    snaps = train.snapshots("single-6c", "alexnet", [0.6, 0.3], **kw)
+    assert [s.val_accuracy >= level for s, level in zip(snaps, (0.3, 0.6), strict=True)] == [True, True]
+    assert snaps[0].steps < snaps[1].steps and snaps[0].steps % 2 == 0
+    xv, yv, _ = dh.data.An8Flower("single-6c", "val", size=48, seed=0).tensors()
+    for s in snaps:  # the recorded accuracy is the copy's own, and the copy is in eval mode
+        assert train.accuracy(s.model, xv, yv) == s.val_accuracy and not s.model.training
+    again = train.snapshots("single-6c", "alexnet", [0.3], **kw)[0]  # one run, deterministic
+    assert again.steps == snaps[0].steps
+    for a, b in zip(again.model.state_dict().values(), snaps[0].model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"accuracies must be in \(0, 1\]"):
+        train.snapshots("single-6c", "alexnet", [1.5], **kw)

@@ -28,7 +28,7 @@ from .iou import (
     salient_shares,
     summary,
 )
-from .protocol import run
+from .protocol import bootstrap_interval, run
 
 __all__ = [
     "experiments",
@@ -39,6 +39,7 @@ __all__ = [
     "report",
     "sanity",
     "run",
+    "bootstrap_interval",
     "REFERENCES",
     "THRESHOLDS",
     "Sensitivity",

@@ -30,7 +30,7 @@ from ..checks import check_images, preserved, resolve_targets
 from ..maps import gaussian_blur
 from .iou import check_maps
 
-__all__ = ["POINTING", "pointing_game", "max_on", "dilate", "BASELINES", "Curves", "deletion_insertion", "auc"]
+__all__ = ["POINTING", "TIES", "pointing_game", "max_on", "dilate", "BASELINES", "Curves", "deletion_insertion", "auc"]
 
 #: Pointing-game conventions: name -> tolerance in pixels.
 POINTING: Mapping[str, float] = {"quantus": 0.0, "torchray": 15.0}
@@ -60,21 +60,33 @@ def dilate(masks: Tensor, radius: float) -> Tensor:
     return grown
 
 
-def pointing_game(heatmaps: Tensor, masks: Tensor, convention: str = "quantus") -> Tensor:
-    """Per image, whether the map's maximum lies on the mask (B booleans), under ``convention`` (see
-    :data:`POINTING`): ``"quantus"`` (no tolerance) or ``"torchray"`` (within 15 px)."""
+#: How a map with several maximal pixels scores: the share of them in the region (the expected hit when the tie is
+#: broken at random: a constant map scores the region's area, not a hit), or a hit if ``any`` is (Quantus's rule).
+TIES = ("share", "any")
+
+
+def pointing_game(heatmaps: Tensor, masks: Tensor, convention: str = "quantus", ties: str = "share") -> Tensor:
+    """Per image, whether the map's maximum lies on the mask (B floats in [0, 1]), under ``convention`` (see
+    :data:`POINTING`): ``"quantus"`` (no tolerance) or ``"torchray"`` (within 15 px); ``ties`` (:data:`TIES`) says how
+    several maximal pixels count. With one maximum both give 1 or 0."""
     if convention not in POINTING:
         raise ValueError(f"convention must be one of {', '.join(map(repr, POINTING))}, got {convention!r}")
     check_maps(heatmaps, masks)
-    return max_on(heatmaps, dilate(masks, POINTING[convention]))
+    return max_on(heatmaps, dilate(masks, POINTING[convention]), ties)
 
 
-def max_on(heatmaps: Tensor, regions: Tensor) -> Tensor:
-    """Per image, whether any pixel where the map reaches its maximum lies in ``regions`` (B×H×W booleans, e.g.
-    masks already grown by :func:`dilate`, so that many maps can be scored against them at once)."""
+def max_on(heatmaps: Tensor, regions: Tensor, ties: str = "share") -> Tensor:
+    """Per image, the hit of the map's maximum on ``regions`` (B×H×W booleans, e.g. masks already grown by
+    :func:`dilate`, so that many maps can be scored against them at once): B floats, 1 when every maximal pixel lies
+    in the region, 0 when none does, and for a tie (:data:`TIES`) the share of them that does or whether any does."""
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {', '.join(map(repr, TIES))}, got {ties!r}")
     flat = heatmaps.flatten(1)
-    at_max = (flat == flat.amax(1, keepdim=True)).view_as(heatmaps)
-    return (at_max & regions.to(heatmaps.device)).flatten(1).any(1)
+    at_max = flat == flat.amax(1, keepdim=True)
+    hits = at_max & regions.to(heatmaps.device).flatten(1)
+    if ties == "any":
+        return hits.any(1).to(heatmaps.dtype)
+    return hits.sum(1).to(heatmaps.dtype) / at_max.sum(1)
 
 
 #: What removed (deletion) or not-yet-inserted (insertion) pixels become.
