@@ -118,8 +118,22 @@ def overlay(
     title: str | None = None,
 ) -> Axes:
     """Draw ``heatmap`` (H×W in [0, 1]) over a greyscale copy of ``image`` (3×H×W in [0, 1], or None for the map
-    alone): the image's colours cannot hide heat of the same hue."""
-    if image is not None:
+    alone): the image's colours cannot hide heat of the same hue. An all-NaN ``heatmap`` stands for a missing map (an
+    empty feature slot): the panel then shows the grey image labelled "no map", never an all-zero heat."""
+    if bool(torch.isnan(heatmap).all()):
+        if image is not None:
+            ax.imshow(to_rgb(luminance(image)), cmap="gray", vmin=0, vmax=1)
+        ax.text(
+            0.5,
+            0.5,
+            "no map",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=8,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+        )
+    elif image is not None:
         ax.imshow(to_rgb(luminance(image)), cmap="gray", vmin=0, vmax=1)
         ax.imshow(to_rgb(heatmap), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
     else:

@@ -280,3 +280,11 @@ def test_overlay_draws_heat_over_a_grey_copy_of_the_image() -> None:
     assert background.get_cmap().name == "gray" and heat.get_cmap().name == viz.HEAT_CMAP != "jet"
     assert torch.allclose(viz.luminance(torch.stack([red, 1 - red])), torch.tensor([0.299, 0.701]).view(2, 1, 1))
     plt.close(fig)
+
+
+def test_a_missing_map_is_labelled_not_drawn_as_zero_heat() -> None:
+    fig, ax = plt.subplots()
+    viz.overlay(ax, torch.rand(3, 8, 8), torch.full((8, 8), float("nan")))
+    assert len(ax.get_images()) == 1 and ax.get_images()[0].get_cmap().name == "gray"  # no heat layer
+    assert [t.get_text() for t in ax.texts] == ["no map"]
+    plt.close(fig)
