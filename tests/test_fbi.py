@@ -293,6 +293,16 @@ def test_all_maps_no_mask_and_switches_is_deconvnet_from_the_softmax_adjoint(arc
     assert not torch.allclose(dh.explain("fbi", with_bias, x, output="raw", **params), expected)
 
 
+@pytest.mark.parametrize("arch", ["vgg", "alexnet"])
+def test_without_dense_biases_from_the_class_indicator_fbi_is_deconvnet(arch: str) -> None:
+    model, x = small(arch), seeded_images(3, b=2)  # biases as trained: dense_bias="ignore" must remove them
+    params = {"mask": "none", "k_fraction": 1.0, "unpool": "switches", "start": "one_hot", "dense_bias": "ignore"}
+    expected = dh.explain("deconvnet", model, x, output="raw")
+    torch.testing.assert_close(dh.explain("fbi", model, x, output="raw", **params), expected, rtol=1e-12, atol=1e-14)
+    subtracted = {**params, "dense_bias": "subtract"}  # the paper's Wᵀ(ẑ − b): a different walk
+    assert not torch.allclose(dh.explain("fbi", model, x, output="raw", **subtracted), expected)
+
+
 def nonnegative(model: nn.Module) -> nn.Module:
     with torch.no_grad():
         for p in model.parameters():

@@ -8,7 +8,7 @@ The signal starts at the logits ``z^(L)`` with the *softmax adjoint*
 (``start="one_hot"``: the class indicator ŷ, which the paper's text names before defining the adjoint), and walks
 down with one "adjoint" per layer:
 
-* dense:    â^(l−1) = W^(l)ᵀ (ẑ^(l) − b^(l))
+* dense:    â^(l−1) = W^(l)ᵀ (ẑ^(l) − b^(l))   (``dense_bias="ignore"``: W^(l)ᵀ ẑ^(l), the exact transposed layer)
 * ReLU:     ẑ^(l) = ReLU(â^(l)), after the **forward-backward mask** that keeps an entry of â^(l) only where
   ``â^(l) ⊙ a^(l) > τ`` (``a^(l)`` the layer's forward activation; or, scale-free, the ``keep_fraction``
   largest products of the layer per image), and after keeping only the top-k backward feature maps of a
@@ -17,7 +17,9 @@ down with one "adjoint" per layer:
   overlap;
 * conv:     DeconvNet's transposed convolution with the layer's filters (its bias ignored or subtracted).
 
-The input-level adjoint, non-zero only on the support that survived every mask, is the explanation.
+The input-level adjoint is the explanation. With the conv biases ignored (the default) it is non-zero only on the
+support that survived every mask; ``conv_bias="subtract"`` subtracts each bias over the whole map, so the adjoint
+then spreads beyond that support.
 
 The paper walks VGG-16, a chain. On other graphs (our reading, not the paper's): masks and top-k at every ReLU
 and ReLU6 node (a ReLU6 is a ReLU whose adjoint is also ReLU); a residual ``add`` copies the adjoint to both
@@ -121,7 +123,8 @@ def add_proportional(node: Node, trace: Trace, signal: Tensor) -> tuple[Tensor, 
 @needs("inputs")
 def unpool_replicate_min(node: Node, trace: Trace, signal: Tensor) -> Tensor:
     """FBI's unpooling: copy each pooled backward value over its whole window (averaged where windows overlap,
-    e.g. 3×3 stride 2), then ``min(a_pre_pool, â_up)`` entrywise. Input positions no window covers get 0."""
+    e.g. 3×3 stride 2), then ``min(a_pre_pool, â_up)`` entrywise. Input positions no window covers get
+    ``min(a_pre_pool, 0)``: 0 after a ReLU, the activation itself where a pool's input can be negative."""
     s = node.spec
     if s.dilation != (1, 1):
         raise ValueError(f"FBI unpooling needs max pooling without dilation; {node.name} has dilation {s.dilation}")
@@ -207,6 +210,7 @@ def fbi_rules(
     ranking: str,
     unpool: str,
     conv_bias: str,
+    dense_bias: str = "subtract",
     add: str = "copy",
     smooth: str = "refuse",
     kept: dict[str, Tensor] | None = None,
@@ -234,7 +238,7 @@ def fbi_rules(
 
     subtract = conv_bias == "subtract"
     rules: dict[str, Any] = {
-        "linear": dense_adjoint,
+        "linear": dense_adjoint if dense_bias == "subtract" else exact.linear,
         "relu": relu,
         "relu6": relu,
         "conv": conv_adjoint(subtract),
@@ -292,9 +296,16 @@ UNPOOL = Param(
 CONV_BIAS = Param(
     "conv_bias",
     "ignore",
-    "transposed convs 'ignore' the conv bias (DeconvNet) or 'subtract' it first",
+    "transposed convs (and unfolded batch norms) 'ignore' the bias / shift (DeconvNet) or 'subtract' it first",
     "choice",
     ("ignore", "subtract"),
+)
+DENSE_BIAS = Param(
+    "dense_bias",
+    "subtract",
+    "dense adjoints Wᵀ(ẑ − b) 'subtract' the bias (the paper's §2) or 'ignore' it (Wᵀẑ, ours: for the ablation)",
+    "choice",
+    ("subtract", "ignore"),
 )
 START = Param(
     "start",
@@ -312,7 +323,7 @@ ADD = Param(
     "choice",
     ("copy", "proportional"),
 )
-PARAMS = [START, MASK, TAU, KEEP_FRACTION, K_FRACTION, TOPK_SCOPE, RANKING, UNPOOL, CONV_BIAS, ADD, SMOOTH]
+PARAMS = [START, MASK, TAU, KEEP_FRACTION, K_FRACTION, TOPK_SCOPE, RANKING, UNPOOL, CONV_BIAS, DENSE_BIAS, ADD, SMOOTH]
 
 
 def start_signal(logits: Tensor, targets: Tensor, start: str) -> Tensor:
@@ -343,6 +354,7 @@ def fbi(
     ranking: str = "backward",
     unpool: str = "replicate_min",
     conv_bias: str = "ignore",
+    dense_bias: str = "subtract",
     add: str = "copy",
     smooth: str = "refuse",
     reduction: str = "pos_l2",
@@ -365,6 +377,7 @@ def fbi(
         ranking=ranking,
         unpool=unpool,
         conv_bias=conv_bias,
+        dense_bias=dense_bias,
         add=add,
         smooth=smooth,
     )
