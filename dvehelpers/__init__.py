@@ -13,7 +13,7 @@ experiments, the an8Flower protocol and its report), :mod:`~dvehelpers.data` (th
 
 from __future__ import annotations
 
-from . import data, engine, evaluate, images, integrity, maps, methods, models, train, viz, widgets
+from . import data, diagrams, engine, evaluate, images, integrity, maps, methods, models, train, viz, widgets
 from .devices import device
 from .evaluate import experiments, metrics, protocol, sanity
 from .registry import METHODS, Method, Param, explain, register
@@ -40,6 +40,7 @@ __all__ = [
     "integrity",
     "train",
     "viz",
+    "diagrams",
     "widgets",
     "__version__",
 ]

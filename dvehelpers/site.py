@@ -51,6 +51,7 @@ API_MODULES = (
     "dvehelpers.evaluate.sanity",
     "dvehelpers.evaluate.protocol",
     "dvehelpers.viz",
+    "dvehelpers.diagrams",
     "dvehelpers.widgets",
     "dvehelpers.nbclean",
     "dvehelpers.devices",
