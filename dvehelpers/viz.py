@@ -611,18 +611,22 @@ def score_matrix(
     mark: tuple[int, int] | None = None,
     mark_label: str = "default",
     best: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
 ) -> Axes:
     """A grid of scores (len(rows)×len(cols)) as an annotated heat map; the best cell is boxed in red (unless
     ``best=False``, for values where larger is not better), the cell ``mark`` (row, column), e.g. the default, in
-    white and dashed, named in the title by ``mark_label``."""
+    white and dashed, named in the title by ``mark_label``. Panels that are compared should share ``vmin`` and
+    ``vmax`` (the colour scale; default: this panel's own range)."""
     v = values.detach().double().cpu().numpy()
     if v.shape != (len(rows), len(cols)):
         raise ValueError(f"values has shape {v.shape}; rows × cols is {(len(rows), len(cols))}")
     if ax is None:
         _, ax = plt.subplots(figsize=(0.62 * len(cols) + 2.2, 0.42 * len(rows) + 1.2), layout="constrained")
-    im = ax.imshow(v, cmap="viridis", origin="lower", aspect="auto")
+    im = ax.imshow(v, cmap="viridis", origin="lower", aspect="auto", vmin=vmin, vmax=vmax)
     ax.figure.colorbar(im, ax=ax, pad=0.02).set_label(cbar_label, fontsize=8)
-    mid = (np.nanmax(v) + np.nanmin(v)) / 2
+    lo, hi = im.get_clim()
+    mid = (lo + hi) / 2
     for (r, c), val in np.ndenumerate(v):
         ax.text(c, r, format(val, fmt), ha="center", va="center", fontsize=7, color="k" if val > mid else "w")
     if best:
@@ -712,6 +716,10 @@ def ranking(
         sharey=True,
         squeeze=False,
     )
+    # the axis ends just past the methods and the informative references; a reference beyond it (the mask's 100)
+    # is drawn at the edge with its value, so that it does not squash every method into the left of the panel
+    inside = [by[k][key] for k in by if by[k][key] == by[k][key] and not (k[0] in refs and by[k][key] >= 99.5)]
+    edge = 1.08 * max(inside + [by[k].get("ci_high", by[k][key]) for k in by if k[0] not in refs]) if inside else None
     for ax, variant in zip(axes[0], variants, strict=True):
         for j, model in enumerate(models):
             marker, colour = _MODEL_STYLE.get(model, ("D", f"C{j + 2}"))
@@ -721,10 +729,16 @@ def ranking(
                     continue
                 c = "0.45" if m in refs else colour
                 off = (j - (len(models) - 1) / 2) * 0.22
+                if edge is not None and r[key] > edge:
+                    ax.plot(edge, y + off, ">", color=c, ms=4.5)
+                    ax.text(edge, y + off, f"{r[key]:.0f} ", ha="right", va="center", fontsize=6.5, color=c)
+                    continue
                 if key == "mean_iou":
                     ax.plot([r["ci_low"], r["ci_high"]], [y + off] * 2, color=c, lw=1.2)
                 ax.plot(r[key], y + off, marker, color=c, ms=4.5, label=model if y == len(order) - 1 else None)
         ax.axhline(len(refs) - 0.5, color="0.6", lw=0.8)
+        if edge is not None:
+            ax.set_xlim(right=edge * 1.02)
         ax.set_title(variant, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.set_xlabel("mean IoU ×100 (bar: bootstrap 95 % CI)" if key == "mean_iou" else key, fontsize=8)
@@ -750,7 +764,10 @@ def randomisation_curves(
         y = np.concatenate([[1.0], med.detach().double().cpu().numpy()])
         thick = survives is not None and y[sum(n.startswith("fc") for n in layers) or len(layers)] >= survives
         colour = colours[(2 * k) % 20 + (k // 10) % 2] if many else colours[k]
-        ax.plot(x, y, marker=markers[k % len(markers)], ms=3.5, lw=2.2 if thick else 1.0, label=name, color=colour)
+        style = ("-", "--", "-.", ":")[k % 4]  # with the marker, tells apart lines whose colours are close
+        ax.plot(
+            x, y, marker=markers[k % len(markers)], ms=3.5, lw=2.2 if thick else 1.0, ls=style, label=name, color=colour
+        )
     if survives is not None:
         ax.axhline(survives, color="k", ls="--", lw=0.8)
     fc = sum(n.startswith("fc") for n in layers)
