@@ -288,3 +288,15 @@ def test_a_missing_map_is_labelled_not_drawn_as_zero_heat() -> None:
     assert len(ax.get_images()) == 1 and ax.get_images()[0].get_cmap().name == "gray"  # no heat layer
     assert [t.get_text() for t in ax.texts] == ["no map"]
     plt.close(fig)
+
+
+def test_show_displays_the_widget_then_a_picture_of_its_first_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[object] = []
+    monkeypatch.setattr(widgets, "display", shown.append)
+    model, x = small("vgg", dtype=torch.float32), seeded_images(1, b=2, dtype=torch.float32)
+    ex = widgets.explorer(model, x, method="gradcam")
+    ex.show()
+    assert shown == [ex.widget, ex.figure] and isinstance(ex.figure, matplotlib.figure.Figure)
+    browser = widgets.dataset_browser(size=32)
+    browser.show()
+    assert shown[2:] == [browser.widget, browser.figure]
