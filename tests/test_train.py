@@ -42,7 +42,7 @@ def test_training_is_deterministic_and_learns(tmp_path: Path, monkeypatch: pytes
 
 
 def test_snapshots_are_taken_when_the_validation_accuracy_first_reaches_each_level() -> None:
-    kw = {"size": 48, "check_every": 2, "batch_size": 16, "progress": False}
+    kw = {"size": 48, "check_every": 2, "batch_size": 16, "train_per_class": 60, "progress": False}
     snaps = train.snapshots("single-6c", "alexnet", [0.6, 0.3], **kw)
     assert [s.val_accuracy >= level for s, level in zip(snaps, (0.3, 0.6), strict=True)] == [True, True]
     assert snaps[0].steps < snaps[1].steps and snaps[0].steps % 2 == 0
