@@ -142,15 +142,16 @@ def stage(staging: Path, root: Path = ROOT, repository: str | None = None) -> Pa
         nb = json.loads(path.read_text())
         line = launch_links(repository, f"notebooks/{path.name}")
         nb["cells"].insert(1, {"cell_type": "markdown", "metadata": {}, "source": line})  # under the title
-        (staging / "notebooks" / path.name).write_text(json.dumps(nb))
+        write_text(staging / "notebooks" / path.name, json.dumps(nb))
     docs = sorted((root / "docs").glob("*.md"))
     shutil.copytree(root / "docs", staging / "docs", ignore=shutil.ignore_patterns("conf.py", "_*"))
     readme = (root / "README.md").read_text()
-    (staging / "index.md").write_text(
-        _index(readme, [f"notebooks/{p.stem}" for p in notebooks], [f"docs/{p.stem}" for p in docs])
+    write_text(
+        staging / "index.md",
+        _index(readme, [f"notebooks/{p.stem}" for p in notebooks], [f"docs/{p.stem}" for p in docs]),
     )
-    (staging / "api.md").write_text(_api())
-    (staging / "conf.py").write_text(CONF.format())
+    write_text(staging / "api.md", _api())
+    write_text(staging / "conf.py", CONF.format())
     mathjax = Path(jupyter_server_mathjax.__file__).parent / "static"
     shutil.copytree(mathjax, staging / "_static" / "mathjax")
     return staging
