@@ -133,7 +133,7 @@ def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, arch: str) ->
     out["captum GuidedBackprop"] = lambda: captum_gb.attribute(x, target=targets)
     silent = (captum_gb.attribute(x, target=targets) - fwd_bwd()[0]).abs().max()
     SILENT[0] = f"Captum's GuidedBackprop minus the plain gradient, max |difference|: {float(silent):.3g}"
-    gradient = fwd_bwd()[0][0].permute(1, 2, 0).numpy()  # pytorch-grad-cam returns H×W×3 arrays
+    gradient = fwd_bwd()[0][0].permute(1, 2, 0).cpu().numpy()  # pytorch-grad-cam returns H×W×3 arrays
     pgc_silent = abs(pgc_gb(x[:1], int(targets[0])) - gradient).max()
     SILENT[0] += f"; pytorch-grad-cam's GuidedBackpropReLUModel minus it (first image): {float(pgc_silent):.3g}"
     print(SILENT[0], "(0: it returned the plain gradient)")
