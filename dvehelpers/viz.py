@@ -347,6 +347,16 @@ def saturated_label(quantile: float) -> str:
     return f"heat ÷ its own {quantile:.3g} quantile,\nclipped to 1 (display only)"
 
 
+# reference curves: grey, each with its own dash pattern, so that they differ without relying on shade alone
+REFERENCE_STYLES = (
+    ("0.15", (0, (5, 2))),
+    ("0.4", (0, (3, 2))),
+    ("0.6", (0, (1, 1.5))),
+    ("0.75", (0, (6, 2, 1, 2))),
+    ("0.3", (0, (1, 3))),
+)
+
+
 def iou_curves(
     results: Mapping[str, Tensor],
     thresholds: Tensor | None = None,
@@ -376,15 +386,7 @@ def iou_curves(
             lw=1.4,
             label=f"{name} ({_score(curves):.1f})",
         )
-    greys = cycle(
-        [
-            ("0.15", (0, (5, 2))),
-            ("0.4", (0, (3, 2))),
-            ("0.6", (0, (1, 1.5))),
-            ("0.75", (0, (6, 2, 1, 2))),
-            ("0.3", (0, (1, 3))),
-        ]
-    )
+    greys = cycle(REFERENCE_STYLES)
     for name, curves in (references or {}).items():
         grey, dash = next(greys)
         ax.plot(
@@ -833,14 +835,17 @@ def faithfulness_curves(curves: Mapping[str, Mapping[str, Tensor]], size: tuple[
     modes = list(dict.fromkeys(m for c in curves.values() for m in c))
     fig, axes = plt.subplots(1, len(modes), figsize=(size[0] * len(modes), size[1]), layout="constrained")
     for ax, mode in zip(np.atleast_1d(axes), modes, strict=True):
+        greys, top = cycle(REFERENCE_STYLES), 0.0
         for k, (name, c) in enumerate(curves.items()):
             p = c[mode].double()
-            grey = name.startswith("reference: ")
+            mean = p.mean(0).cpu().numpy()
+            top = max(top, float(mean.max()))
+            grey, dash = next(greys) if name.startswith("reference: ") else (f"C{k % 10}", "-")
             ax.plot(
                 np.linspace(0, 1, p.shape[1]),
-                p.mean(0).cpu().numpy(),
-                ls="--" if grey else "-",
-                color=f"{0.25 + 0.15 * (k % 4):.2f}" if grey else f"C{k % 10}",
+                mean,
+                ls=dash,
+                color=grey,
                 lw=1.3,
                 label=f"{name} ({float(torch.trapezoid(p, dx=1 / (p.shape[1] - 1)).mean()):.3f})",
             )
@@ -849,7 +854,7 @@ def faithfulness_curves(curves: Mapping[str, Mapping[str, Tensor]], size: tuple[
         ax.set_xlabel(
             f"fraction of pixels {'deleted' if mode == 'deletion' else 'inserted'}, most salient first", fontsize=8
         )
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(0, min(1.02, top * 1.1 + 0.01))  # from 0, up to just above the highest mean curve
         ax.grid(alpha=0.3)
         ax.legend(
             fontsize=6, loc="upper right" if mode == "deletion" else "lower right", title="AUC", title_fontsize=6.5

@@ -28,7 +28,7 @@ from .images import PHOTOS, decode, photos, preprocess
 from .models import default_size, layer_names, num_classes
 from .registry import METHODS, Param, explain
 from .train import probabilities
-from .viz import HEAT_LABEL, heat_colorbar, mask_outline, output_kind, overlay, show, to_rgb
+from .viz import HEAT_LABEL, heat_colorbar, mask_outline, output_kind, overlay, prediction_labels, show, to_rgb
 
 __all__ = [
     "DEFAULT",
@@ -236,8 +236,9 @@ class Explorer(_Shown):
         masks: Tensor | None = None,
         method: str | None = None,
         fixed: Mapping[str, Mapping[str, Any]] | None = None,
+        labels: Tensor | Sequence[int] | None = None,
     ) -> None:
-        self.model, self.images, self.masks = model, images, masks
+        self.model, self.images, self.masks, self.labels = model, images, masks, labels
         self.fixed = {name: dict(p) for name, p in (fixed or {}).items()}
         self.display = images if display is None else display
         names = _method_names(methods, method)
@@ -327,7 +328,8 @@ class Explorer(_Shown):
         maps = self.result[0] if output == "features" else self.result[0][None]  # one panel per feature map
         fig, ax = plt.subplots(1, 1 + len(maps), figsize=(3.5 * (1 + len(maps)), 3.3), layout="constrained")
         ax[0].imshow(to_rgb(self.display[i]))
-        ax[0].set_title(f"image {i}", fontsize=9)
+        true = None if self.labels is None else [self.labels[i]]
+        ax[0].set_title(prediction_labels(self.model, self.images[i : i + 1], true, self.class_names)[0], fontsize=8)
         ax[0].set_axis_off()
         kind = "heatmap" if output == "features" else output_kind(self.result, output)
         if output == "features":
@@ -340,7 +342,7 @@ class Explorer(_Shown):
             overlay(ax[1], self.display[i], self.result[0], title="map")
             heat_colorbar(fig, ax[1], label=HEAT_LABEL.replace(": ", ":\n"))  # two lines fit the bar's height
         if self.masks is not None:
-            for a in ax[1:]:
+            for a in ax:
                 mask_outline(a, self.masks[i])
         fig.suptitle(self.title(), fontsize=9, wrap=True)
         return fig
@@ -348,7 +350,8 @@ class Explorer(_Shown):
 
 def explorer(model: nn.Module, images: Tensor, **options: Any) -> Explorer:
     """An interactive explorer on ``images``; show it with ``.show()``. Options as :class:`Explorer`
-    (``class_names``, ``methods`` — default all registered —, ``display``, ``masks``, ``method``, and ``fixed``:
+    (``class_names``, ``methods`` — default all registered —, ``display``, ``masks``, ``labels`` — true classes, shown
+    above the image with the prediction —, ``method``, and ``fixed``:
     parameters per method that have no control, e.g. ``{"vebi": {"interpretation": interp}}``)."""
     return Explorer(model, images, **options)
 

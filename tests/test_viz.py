@@ -576,3 +576,14 @@ def test_faithfulness_curves_show_each_auc() -> None:
         else fig.axes[1].get_legend_handles_labels()[1][0]
     )
     assert label == f"m ({float(dh.metrics.auc(p).mean()):.3f})" == "m (0.625)"
+
+
+def test_faithfulness_curves_tell_references_apart_by_dash_and_fit_the_axis_to_the_curves() -> None:
+    p = torch.tensor([[0.5, 0.25, 0.0], [0.4, 0.2, 0.0]])
+    refs = {f"reference: {n}": {"deletion": p * s} for n, s in (("mask", 0.5), ("random", 0.9), ("centre", 0.8))}
+    fig = dh.viz.faithfulness_curves({"m": {"deletion": p}, **refs})
+    lines = fig.axes[0].get_lines()
+    assert lines[0].get_linestyle() == "-"
+    assert [line.get_linestyle() for line in lines[1:]] == ["--"] * 3  # dashed, each its own pattern and grey:
+    assert [line.get_color() for line in lines[1:]] == [grey for grey, _ in dh.viz.REFERENCE_STYLES[:3]]
+    assert fig.axes[0].get_ylim() == pytest.approx((0.0, 0.45 * 1.1 + 0.01))  # the highest mean curve starts at 0.45

@@ -130,6 +130,26 @@ def test_explorer_dropdowns_show_top1_and_default_and_pass_none(monkeypatch: pyt
     assert calls[-1] == ("gradcam", None, {"layer": None})
 
 
+def test_explorer_picture_names_the_true_class_and_the_prediction() -> None:
+    """The static picture a reader without a kernel sees says which image it is: its true class (``labels``) and
+    the model's top-1 class with its probability, with the mask outlined on the image too."""
+    model, x = small("vgg", dtype=torch.float32), seeded_images(1, b=3, dtype=torch.float32)
+    names = [f"c{i}" for i in range(6)]
+    masks = torch.zeros(3, *x.shape[-2:], dtype=torch.bool)
+    masks[:, 8:20, 8:20] = True
+    ex = widgets.explorer(model, x, class_names=names, labels=torch.tensor([4, 1, 2]), masks=masks, method="gradcam")
+    with torch.no_grad():
+        probs = torch.softmax(model(x[:1]), 1)[0]
+    top = int(probs.argmax())
+    image = ex.figure.axes[0]
+    assert image.get_title() == f"true: c4\npred: c{top} ({float(probs[top]):.2f})"
+    assert len(image.collections) == 1  # the mask's outline
+    ex.index.value = 1
+    assert ex.figure.axes[0].get_title().startswith("true: c1\n")
+    unlabelled = widgets.explorer(model, x, class_names=names, method="gradcam")
+    assert unlabelled.figure.axes[0].get_title().startswith("pred: ")
+
+
 def test_explorer_title_names_method_target_probability_and_changed_params() -> None:
     model, x = small("vgg", dtype=torch.float32), seeded_images(1, b=3, dtype=torch.float32)
     names = [f"c{i}" for i in range(6)]
