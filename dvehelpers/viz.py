@@ -416,10 +416,10 @@ def bar_panels(
     size: tuple[float, float] = (2.6, 2.4),
 ) -> Figure:
     """One bar chart per entry of ``values`` (a length-K vector each), bars named by ``labels``; the bars at
-    ``highlight`` are drawn in orange (e.g. the explained class)."""
+    ``highlight`` are drawn in black (e.g. the explained class; orange would read as the an8Flower class)."""
     fig, axes = plt.subplots(1, len(values), figsize=(size[0] * len(values), size[1]), layout="constrained")
     for ax, (title, v) in zip(np.atleast_1d(axes), values.items(), strict=True):
-        colours = ["tab:orange" if i in highlight else "tab:blue" for i in range(len(labels))]
+        colours = ["black" if i in highlight else "tab:blue" for i in range(len(labels))]
         ax.bar(range(len(labels)), v.detach().double().cpu().numpy(), color=colours)
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
         ax.axhline(0, color="k", lw=0.6)
@@ -429,14 +429,14 @@ def bar_panels(
 
 def kl_steps(steps: Any, class_names: Sequence[str], i: int = 0) -> Figure:
     """Algorithm 1's quantities for image ``i`` of :func:`dvehelpers.methods.kl.kl_intermediates`: the logits
-    ``k``, ``P``, ``Q`` (with their colour bars), ``z`` and ``α``; the explained class in orange."""
+    ``k``, ``P``, ``Q`` (with their colour bars), ``z`` and ``α``; the explained class in black."""
     k = len(class_names)
     target = int(steps.targets[i])
     fig, axes = plt.subplots(1, 5, figsize=(16, 3.4), layout="constrained")
     for ax, (title, v) in zip(
         axes[[0, 3, 4]], [("logits k", steps.logits), ("z = ∂KL/∂k", steps.z), ("α (eq. 2)", steps.alpha)], strict=True
     ):
-        colours = ["tab:orange" if c == target else "tab:blue" for c in range(k)]
+        colours = ["black" if c == target else "tab:blue" for c in range(k)]
         ax.bar(range(k), v[i].detach().double().cpu().numpy(), color=colours)
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(range(k), class_names, rotation=90, fontsize=8)
