@@ -66,20 +66,58 @@ def problem(m: int = 30, n: int = 120, c: int = 4, seed: int = 0) -> tuple[torch
     return x, nn.functional.one_hot(y, c).T.double()
 
 
-@pytest.mark.parametrize("nonneg", [False, True])
-@pytest.mark.parametrize("mu", [0.5, 3.0])
-def test_mu_lasso_reaches_the_spams_objective(mu: float, nonneg: bool) -> None:
-    """SPAMS `lasso` mode 0 (min ‖x − Dα‖² s.t. ‖α‖₁ ≤ λ, LARS), one class at a time: same objective to 1e-6."""
+def spams_objective(x: torch.Tensor, lab: torch.Tensor, mu: float, nonneg: bool) -> np.ndarray:
+    """SPAMS `lasso` mode 0 (min ‖x − Dα‖² s.t. ‖α‖₁ ≤ λ, its LARS), one class at a time: the objective per class."""
     import spams  # spams-bin, in the dev extra
 
-    x, lab = problem()
-    res = vebi.mu_lasso(x, lab, mu, nonneg=nonneg)
     d, s = np.asfortranarray(x.T.numpy()), np.asfortranarray(lab.T.numpy())
     alpha = spams.lasso(s, D=d, lambda1=mu, mode=0, pos=nonneg, numThreads=1).toarray()
-    ref = ((d @ alpha - s) ** 2).sum(0)
-    assert res.converged
-    np.testing.assert_allclose(res.objective.numpy(), ref, rtol=1e-6)
+    return ((d @ alpha - s) ** 2).sum(0)
+
+
+@pytest.mark.parametrize("solver", ["homotopy", "fista"])
+@pytest.mark.parametrize("nonneg", [False, True])
+@pytest.mark.parametrize("mu", [0.5, 3.0])
+def test_mu_lasso_reaches_the_spams_objective(mu: float, nonneg: bool, solver: str) -> None:
+    """Both solvers reach SPAMS's objective: the homotopy to 1e-10 relative (it is exact), FISTA to 1e-6."""
+    x, lab = problem()
+    res = vebi.mu_lasso(x, lab, mu, nonneg=nonneg, solver=solver)
+    assert res.converged and res.solver == solver
+    rtol = 1e-10 if solver == "homotopy" else 1e-6
+    np.testing.assert_allclose(res.objective.numpy(), spams_objective(x, lab, mu, nonneg), rtol=rtol)
     torch.testing.assert_close(res.objective, vebi.lasso_objective(x, lab, res.W))
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_homotopy_equals_spams_on_the_shipped_feature_shape(nonneg: bool) -> None:
+    """The VGG single-6c feature matrix's shape (m = 1200 features, N = 1500 images, 6 classes; seeded, sparse,
+    non-negative and L2-normalised like vebi.features), μ = 5: the objective equals SPAMS's to 1e-8 relative, and
+    every class either has ‖w_j‖₁ = μ (the constraint active) or is the unconstrained optimum (gradient 0)."""
+    x, lab = problem(m=1200, n=1500, c=6, seed=11)
+    res = vebi.mu_lasso(x, lab, 5.0, nonneg=nonneg)
+    np.testing.assert_allclose(res.objective.numpy(), spams_objective(x, lab, 5.0, nonneg), rtol=1e-8)
+    grad = 2 * (x @ (x.T @ res.W - lab.T))
+    for j in range(lab.shape[0]):
+        l1 = float(res.W[:, j].abs().sum())
+        optimum = float(grad[:, j].clamp(max=0).abs().max() if nonneg else grad[:, j].abs().max()) < 1e-9
+        assert abs(l1 - 5.0) < 1e-9 or (l1 < 5.0 and optimum)
+    assert min(res.breakpoints) > 0 and len(res.breakpoints) == 6
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_homotopy_equals_fista_along_a_mu_path(nonneg: bool) -> None:
+    """One homotopy read at several μ (unsorted) equals FISTA solved to a tight gap at each μ: W to 1e-6 and the
+    objective to 1e-8 relative; the path's results come back in the order the μs were given."""
+    x, lab = problem(m=40, n=160, c=3, seed=12)
+    mus = [4.0, 0.3, 1.5]
+    path = vebi.lasso_path(x, lab, mus, nonneg=nonneg)
+    for mu, res in zip(mus, path, strict=True):
+        ref = vebi.mu_lasso(x, lab, mu, nonneg=nonneg, solver="fista", tol=1e-14, max_iter=200000)
+        torch.testing.assert_close(res.W, ref.W, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(res.objective.numpy(), ref.objective.numpy(), rtol=1e-8)
+        assert res.converged
+    with pytest.raises(ValueError, match="solver must be one of 'homotopy', 'fista'"):
+        vebi.mu_lasso(x, lab, 1.0, solver="lars")
 
 
 def test_mu_lasso_equals_scikit_learn_on_the_penalised_path() -> None:
@@ -96,13 +134,14 @@ def test_mu_lasso_equals_scikit_learn_on_the_penalised_path() -> None:
             np.testing.assert_allclose(res.W[:, 0].numpy(), sk.coef_, atol=2e-6)
 
 
+@pytest.mark.parametrize("solver", ["homotopy", "fista"])
 @pytest.mark.parametrize("nonneg", [False, True])
-def test_mu_lasso_satisfies_the_kkt_conditions(nonneg: bool) -> None:
+def test_mu_lasso_satisfies_the_kkt_conditions(nonneg: bool, solver: str) -> None:
     """At the solution: where w ≠ 0 the gradient is −λ·sign(w) for one λ ≥ 0 per class (λ·1 for nonneg, on
     the support), elsewhere |∇| ≤ λ (∇ ≥ −λ for nonneg); λ > 0 only when the L1 constraint is active."""
     x, lab = problem(seed=4)
     mu = 1.5
-    res = vebi.mu_lasso(x, lab, mu, nonneg=nonneg, tol=1e-12, max_iter=100000)
+    res = vebi.mu_lasso(x, lab, mu, nonneg=nonneg, tol=1e-12, max_iter=100000, solver=solver)
     grad = 2 * (x @ (x.T @ res.W - lab.T))
     for j in range(lab.shape[0]):
         w, gj = res.W[:, j], grad[:, j]
@@ -134,7 +173,7 @@ def test_all_classes_at_once_equal_one_at_a_time_and_warm_starts_agree() -> None
     together = vebi.mu_lasso(x, lab, 2.0, tol=1e-12)
     alone = torch.cat([vebi.mu_lasso(x, lab[j : j + 1], 2.0, tol=1e-12).W for j in range(lab.shape[0])], 1)
     torch.testing.assert_close(together.W, alone, atol=1e-7, rtol=0)
-    warm = vebi.mu_lasso(x, lab, 2.0, W0=vebi.mu_lasso(x, lab, 1.0).W, tol=1e-12)
+    warm = vebi.mu_lasso(x, lab, 2.0, W0=vebi.mu_lasso(x, lab, 1.0).W, tol=1e-12, solver="fista")
     torch.testing.assert_close(warm.W, together.W, atol=1e-7, rtol=0)
 
 

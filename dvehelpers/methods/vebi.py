@@ -53,7 +53,7 @@ from ..models import checkpoints, load, num_classes
 from ..registry import Param, register
 from ..train import model_name, predict
 from .base import SMOOTH, forward, rule_set
-from .lasso import LassoResult, duality_gap, lasso_objective, mu_lasso, project_l1
+from .lasso import LassoResult, duality_gap, lasso_objective, lasso_path, mu_lasso, project_l1
 
 __all__ = [
     "AverageImage",
@@ -68,6 +68,7 @@ __all__ = [
     "project_l1",
     "LassoResult",
     "mu_lasso",
+    "lasso_path",
     "lasso_objective",
     "duality_gap",
     "fingerprint",
@@ -242,8 +243,8 @@ class Interpretation:
 
     def at(self, mu: float) -> Interpretation:
         """The same interpretation refitted at another ``mu``, from the training features it holds (``X``, ``L``:
-        :func:`fit` with ``keep_features=True``), warm-started from this ``W``; solutions are remembered, so
-        moving a μ slider back and forth solves each μ once."""
+        :func:`fit` with ``keep_features=True``), by the homotopy; solutions are remembered, so moving a μ slider
+        back and forth solves each μ once."""
         if mu == self.mu:
             return self
         if self.X is None or self.L is None:
@@ -252,7 +253,7 @@ class Interpretation:
                 f"be refitted at mu={mu:g}; fit it with dh.methods.vebi.fit(model, train, keep_features=True)"
             )
         if mu not in self._path:
-            res = mu_lasso(self.X, self.L, mu, self.nonneg, W0=self.W.to(self.X))
+            res = mu_lasso(self.X, self.L, mu, self.nonneg)
             self._path[mu] = res.W.to(self.W), res.gap.to(self.W)
         W, gap = self._path[mu]
         fields = {k: getattr(self, k) for k in ("layers", "channels", "nonneg", "labels", "l2_normalize", "record")}
@@ -744,12 +745,19 @@ class MuPath:
 
 
 def mu_path(X: Tensor, L: Tensor, mus: Sequence[float], nonneg: bool = False, **solver: Any) -> MuPath:
-    """Solve the μ-lasso at every μ of ``mus`` (sorted), each warm-started from the previous solution."""
+    """Solve the μ-lasso at every μ of ``mus`` (sorted): by default one homotopy per class, read at every μ
+    (:func:`lasso_path`; ``max_iter`` caps its breakpoints); with ``solver="fista"`` one solve per μ, each
+    warm-started from the previous solution."""
     order = sorted(float(m) for m in mus)
+    if solver.get("solver", "homotopy") == "homotopy":
+        opts = {"tol": solver.get("tol", 1e-9), "max_steps": solver.get("max_iter")}
+        results = iter(lasso_path(X, L, order, nonneg, **opts))
+    else:
+        results = None
     W, rel, obj, acc, gap = None, [], [], [], []
     truth = L.argmax(0)
     for mu in order:
-        res = mu_lasso(X, L, mu, nonneg, W0=W, **solver)
+        res = next(results) if results is not None else mu_lasso(X, L, mu, nonneg, W0=W, **solver)
         W = res.W
         rel.append((W != 0).sum(0))
         obj.append(res.objective)
