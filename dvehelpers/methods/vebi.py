@@ -625,7 +625,7 @@ FEATURE = Param(
 MERGE = Param(
     "merge",
     "max",
-    "how the k feature maps combine: pixel-wise 'max' (the paper) or 'mean'",
+    "how the k feature maps combine: pixel-wise 'max' (our reading; the sources do not say) or 'mean'",
     "choice",
     ("max", "mean"),
     when={"feature": (None,), "output": ("heatmap",)},
