@@ -132,6 +132,8 @@ def unpool_replicate_min(node: Node, trace: Trace, signal: Tensor) -> Tensor:
     # avg_pool2d's backward with divisor 1 adds every window's value onto each input position it covers.
     spread = torch.ops.aten.avg_pool2d_backward
     total = spread(signal, x_in, s.kernel, s.stride, s.padding, s.ceil_mode, True, 1)
+    if s.kernel == s.stride and s.padding == (0, 0):  # windows do not overlap: every count is 0 or 1, no division
+        return torch.minimum(x_in, total, out=total)
     count = spread(torch.ones_like(signal[:1, :1]), x_in[:1, :1], s.kernel, s.stride, s.padding, s.ceil_mode, True, 1)
     return torch.minimum(x_in, total / count.clamp_min(1))
 
