@@ -191,6 +191,15 @@ def _cholesky_add(R: Tensor, g: Tensor, g_jj: float) -> Tensor | None:
     return new
 
 
+def _reentry(c_j: float, a_j: float, lam: float, nonneg: bool) -> float:
+    """When a feature that has just left the active set (``|c_j| = λ``) meets ±(λ − γ) again: the smallest root
+    clearly above 0 of ``c_j − γa_j = ±(λ − γ)``, or inf."""
+    roots = [(lam - c_j) / (1 - a_j)] if 1 - a_j > 1e-12 else []
+    if not nonneg and 1 + a_j > 1e-12:
+        roots.append((lam + c_j) / (1 + a_j))
+    return min((r for r in roots if r > 1e-9 * lam), default=math.inf)
+
+
 def _one_class(
     columns: _GramColumns, c: Tensor, mus: Sequence[float], nonneg: bool, max_steps: int
 ) -> tuple[Tensor, int]:
@@ -232,8 +241,9 @@ def _one_class(
         up = torch.where(free & (1 - a > 1e-12), (lam - c).clamp_min(0) / (1 - a), inf)
         if not nonneg:
             up = torch.minimum(up, torch.where(free & (1 + a > 1e-12), (lam + c).clamp_min(0) / (1 + a), inf))
-        if dropped is not None:  # a feature that just left sits at |c_j| = λ, moving away: not an entry at γ = 0
-            up[dropped], dropped = math.inf, None
+        if dropped is not None:  # it just left at |c_j| = λ: the γ = 0 root is that exit, not an entry; it may
+            up[dropped] = _reentry(float(c[dropped]), float(a[dropped]), lam, nonneg)  # cross the other side later
+            dropped = None
         w_a = w[active]
         down = torch.where(w_a * d < 0, -w_a / d, inf)  # an active weight reaches 0
         g_up, g_down = float(up.min()), float(down.min())
