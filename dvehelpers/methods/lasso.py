@@ -79,13 +79,14 @@ class LassoResult:
     breakpoints: list[int] = field(default_factory=list)
 
 
-def _check_problem(X: Tensor, L: Tensor, mu: float) -> None:
+def _check_problem(X: Tensor, L: Tensor, mus: Sequence[float]) -> None:
     if X.ndim != 2 or L.ndim != 2 or X.shape[1] != L.shape[1]:
         raise ValueError(
             f"X must be m×N and L C×N (one column per training image), got {tuple(X.shape)} and {tuple(L.shape)}"
         )
-    if not mu > 0 or math.isinf(mu):
-        raise ValueError(f"mu must be a positive, finite L1 radius, got {mu}")
+    for mu in mus:
+        if not mu > 0 or math.isinf(mu):
+            raise ValueError(f"mu must be a positive, finite L1 radius, got {mu}")
     if not (torch.isfinite(X).all() and torch.isfinite(L).all()):
         raise ValueError("X and L must be finite")
 
@@ -275,15 +276,10 @@ def _one_class(
     return out, steps
 
 
-def homotopy_path(
-    X: Tensor, L: Tensor, mus: Sequence[float], nonneg: bool = False, max_steps: int | None = None
-) -> tuple[Tensor, list[int]]:
-    """The μ-lasso solutions at every μ of ``mus`` by one homotopy per class: (len(mus)×m×C, in the order of
-    ``mus``; each class's breakpoints crossed). ``X`` m×N, ``L`` C×N, computed in float64 on their device. A μ
-    path costs what its largest μ costs. ``max_steps`` caps each class's breakpoints (default 10·m)."""
-    for mu in mus:
-        _check_problem(X, L, mu)
-    x, lab = X.double(), L.to(X.device).double()
+def _homotopy(
+    x: Tensor, lab: Tensor, mus: Sequence[float], nonneg: bool, max_steps: int | None
+) -> tuple[Tensor, list[int], _GramColumns, Tensor]:
+    """:func:`homotopy_path` on float64 ``x``, ``lab``, also returning the cached Gram columns and ``X·Lᵀ``."""
     order = sorted(range(len(mus)), key=lambda i: float(mus[i]))
     sorted_mus = [float(mus[i]) for i in order]
     corr = x @ lab.T
@@ -294,25 +290,49 @@ def homotopy_path(
         path, n = _one_class(columns, corr[:, j], sorted_mus, nonneg, max_steps or 10 * x.shape[0])
         out[order, :, j] = path
         steps.append(n)
-    return out, steps
+    return out, steps, columns, corr
+
+
+def homotopy_path(
+    X: Tensor, L: Tensor, mus: Sequence[float], nonneg: bool = False, max_steps: int | None = None
+) -> tuple[Tensor, list[int]]:
+    """The μ-lasso solutions at every μ of ``mus`` by one homotopy per class: (len(mus)×m×C, in the order of
+    ``mus``; each class's breakpoints crossed). ``X`` m×N, ``L`` C×N, computed in float64 on their device. A μ
+    path costs what its largest μ costs. ``max_steps`` caps each class's breakpoints (default 10·m)."""
+    _check_problem(X, L, mus)
+    path, steps, _, _ = _homotopy(X.double(), L.to(X.device).double(), mus, nonneg, max_steps)
+    return path, steps
+
+
+def _gram_times_sparse(columns: _GramColumns, W: Tensor) -> Tensor:
+    """``G·W`` for a sparse ``W`` (m×C) from the Gram columns of its non-zero rows, which the homotopy has cached:
+    no m×N product."""
+    out = torch.zeros_like(W)
+    for j in range(W.shape[1]):
+        support = W[:, j].nonzero()[:, 0].tolist()
+        if support:
+            out[:, j] = torch.stack([columns(a) for a in support], 1) @ W[support, j]
+    return out
 
 
 def lasso_path(
     X: Tensor, L: Tensor, mus: Sequence[float], nonneg: bool = False, tol: float = 1e-9, max_steps: int | None = None
 ) -> list[LassoResult]:
     """The μ-lasso at every μ of ``mus`` from one homotopy per class (:func:`homotopy_path`), each with its
-    objective, duality gap and ``converged`` (every gap at most ``tol · max(f, ‖l‖²)``), in the order of ``mus``."""
-    x, lab = X.double(), L.to(X.device).double()
-    path, steps = homotopy_path(x, lab, mus, nonneg, max_steps)
-    xl, l2 = x @ lab.T, lab.square().sum(1)
+    objective ``f = wᵀGw − 2wᵀXl + ‖l‖²``, duality gap and ``converged`` (every gap at most ``tol · max(f, ‖l‖²)``),
+    in the order of ``mus``; ``G·w`` comes from the Gram columns the path computed."""
+    _check_problem(X, L, mus)
+    lab = L.to(X.device).double()
+    path, steps, columns, xl = _homotopy(X.double(), lab, mus, nonneg, max_steps)
+    l2 = lab.square().sum(1)
     out = []
     for mu, w in zip(mus, path, strict=True):
-        gw = x @ (x.T @ w)
-        f = (w * gw).sum(0) - 2 * (w * xl).sum(0) + l2
+        gw = _gram_times_sparse(columns, w)
+        f = ((w * gw).sum(0) - 2 * (w * xl).sum(0) + l2).clamp_min(0)
         gap = duality_gap(2 * (gw - xl), w, float(mu), nonneg)
         converged = bool((gap <= tol * torch.maximum(f, l2.clamp_min(torch.finfo(torch.float64).tiny))).all())
-        objective = lasso_objective(x, lab, w).to(X.dtype)
-        out.append(LassoResult(w.to(X.dtype), objective, gap.to(X.dtype), max(steps), converged, "homotopy", steps))
+        result = LassoResult(w.to(X.dtype), f.to(X.dtype), gap.to(X.dtype), max(steps), converged, "homotopy", steps)
+        out.append(result)
     return out
 
 
@@ -335,9 +355,9 @@ def mu_lasso(
     result carries each class's Frank–Wolfe duality gap, and ``converged`` says whether every gap is at most
     ``tol · max(f, ‖l‖²)``.
     """
-    _check_problem(X, L, mu)
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(map(repr, SOLVERS))}, got {solver!r}")
     if solver == "fista":
+        _check_problem(X, L, [mu])
         return _fista(X, L, mu, nonneg, W0, tol, max_iter)
     return lasso_path(X, L, [mu], nonneg, tol, max_iter)[0]
