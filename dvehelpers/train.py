@@ -217,7 +217,7 @@ def snapshots(
     Training stops at the last one; a level never reached within ``max_epochs`` raises ``ValueError``. Models are in
     eval mode on the CPU. ``train_per_class`` sets the training split's size (None: its default, which
     ``DVE_QUICK=1`` shrinks to 20 per class — too few to reach 80 %). The an8Flower AlexNet-style net reaches 50 % and
-    80 % within its first epoch (seconds)."""
+    80 % within its first three epochs (seconds)."""
     levels = sorted(accuracies)
     if not levels or not all(0 < a <= 1 for a in levels):
         raise ValueError(f"accuracies must be in (0, 1], got {list(accuracies)}")
