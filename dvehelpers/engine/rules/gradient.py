@@ -73,8 +73,9 @@ def batchnorm(node: Node, trace: Trace, signal: Tensor) -> Tensor:
 
 @needs("mask")
 def relu_mask(node: Node, trace: Trace, signal: Tensor) -> Tensor:
-    """``s ⊙ [x > 0]`` (ReLU) or ``s ⊙ [0 < x < 6]`` (ReLU6): autograd's rule, from a recorded boolean mask."""
-    return signal * trace.mask(node.index)
+    """``s ⊙ [x > 0]`` (ReLU) or ``s ⊙ [0 < x < 6]`` (ReLU6): autograd's rule, from a recorded boolean mask.
+    A select, as autograd's ``threshold_backward`` does: multiplying by the mask would first copy it to floats."""
+    return torch.where(trace.mask(node.index), signal, 0)
 
 
 @needs("inputs")

@@ -13,6 +13,7 @@ network they return exactly the plain gradient).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..graph import SMOOTH, Node
@@ -37,8 +38,9 @@ def relu_deconvnet(node: Node, trace: Trace, signal: Tensor) -> Tensor:
 
 @needs("mask")
 def relu_guided(node: Node, trace: Trace, signal: Tensor) -> Tensor:
-    """Guided backprop: ``max(s, 0) ⊙ mask`` (mask: ``x > 0`` for ReLU, ``0 < x < 6`` for ReLU6)."""
-    return signal.clamp(min=0) * trace.mask(node.index)
+    """Guided backprop: ``max(s, 0) ⊙ mask`` (mask: ``x > 0`` for ReLU, ``0 < x < 6`` for ReLU6), as one select into
+    a new tensor and an in-place clamp of it (a product with the boolean mask would first copy it to floats)."""
+    return torch.where(trace.mask(node.index), signal, 0).clamp_(min=0)
 
 
 def with_smooth(rules: RuleSet, policy: str) -> RuleSet:
