@@ -82,12 +82,28 @@ def links(source: str) -> list[str]:
     return [t for t in targets if t and not re.match(r"^[a-z][a-z+.-]*:", t)]
 
 
+_UNPUBLISHED = "(name it as code, or link a doc or notebook)"
+
+
+def _published(target: Path, folder: Path) -> bool:
+    """Whether the site (:mod:`dvehelpers.site`) has a page for ``target``: a notebook beside this one, a file of
+    ``docs/``, or the README (its front page). A link to anything else works in Jupyter and breaks on the site."""
+    target, root = target.resolve(), folder.resolve().parent
+    return (
+        (target.suffix == ".ipynb" and target.parent == folder.resolve())
+        or target.parent == root / "docs"
+        or target == root / "README.md"
+    )
+
+
 def _cell_problems(cell: Mapping[str, Any], folder: Path) -> Iterator[str]:
     source = "".join(cell.get("source", ""))
     if cell.get("cell_type") == "markdown":
         for target in links(source):
             if not (folder / target).exists():
                 yield f"link to {target!r}, which does not exist"
+            elif not _published(folder / target, folder):
+                yield f"link to {target!r}, which the site does not publish {_UNPUBLISHED}"
         for name in _FILE_MENTION.findall(re.sub(r"\]\([^)]*\)", "]", source)):
             if not any((base / name).exists() for base in (folder, folder.parent, folder.parent / "docs")):
                 yield f"mentions {name!r}, which is not in the repository"

@@ -102,12 +102,24 @@ def test_links_and_file_mentions_must_resolve(tmp_path: Path) -> None:
     (tmp_path / "notebooks" / "01_a.ipynb").write_text("{}")
     source = (
         "See [the notes](../docs/methods.md#kl), [next](01_a.ipynb), [paper](https://arxiv.org/abs/1.2), "
-        "[gone](02_b.ipynb) and `DESIGN.md`; 01_a.ipynb and methods.md are fine."
+        "[gone](02_b.ipynb), [front page](../README.md), [results](../benchmarks/RESULTS.md) and `DESIGN.md`; "
+        "01_a.ipynb and methods.md are fine."
     )
-    assert nbclean.links(source) == ["../docs/methods.md", "01_a.ipynb", "02_b.ipynb"]
+    (tmp_path / "README.md").write_text("# r\n")
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "RESULTS.md").write_text("# r\n")
+    assert nbclean.links(source) == [
+        "../docs/methods.md",
+        "01_a.ipynb",
+        "02_b.ipynb",
+        "../README.md",
+        "../benchmarks/RESULTS.md",
+    ]
     nb = {"cells": [{"cell_type": "markdown", "source": source}]}
     assert nbclean.problems(nb, tmp_path / "notebooks" / "00.ipynb") == [
         "00.ipynb c0: link to '02_b.ipynb', which does not exist",
+        "00.ipynb c0: link to '../benchmarks/RESULTS.md', which the site does not publish (name it as code, or link "
+        "a doc or notebook)",
         "00.ipynb c0: mentions 'DESIGN.md', which is not in the repository",
     ]
 
