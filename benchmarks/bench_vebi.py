@@ -1,9 +1,10 @@
 """Oramas et al.'s interpretation stage and explanation on the shipped an8Flower models.
 
-* ``mu_lasso`` by homotopy (the default) and by FISTA (all classes at once), float64, against SPAMS ``lasso``
-  mode 0 (LARS) solving the same constrained problems one class at a time, on the feature matrix of a shipped
-  model's training split (μ = 5): the objectives must agree; medians of ``--repeats`` interleaved rounds; and
-  whether the shipped interpretation (fitted by FISTA) has the homotopy's relevant features.
+* ``mu_lasso`` by homotopy (the default; all classes in lockstep) and by FISTA (all classes at once), float64,
+  against SPAMS ``lasso`` mode 0 (LARS) solving the same constrained problems one class at a time, on the feature
+  matrix of a shipped model's training split (μ = 5): the objectives must agree; medians of ``--repeats``
+  interleaved rounds; and whether the shipped interpretation (fitted by FISTA) has the homotopy's relevant
+  features.
 * Fitting an interpretation: the features over the training split, then the solve (seconds).
 * The ``vebi`` explanation (k = 3, batch 8, 112²) as a ratio to one forward+backward pass of the same model.
 
@@ -84,7 +85,7 @@ def lasso_rows(name: str, device: torch.device, repeats: int, mu: float) -> list
     shipped = vebi.Interpretation.load(vebi.shipped_path(name)).W.to(h.W)
     same = all(set(shipped[:, j].nonzero()[:, 0].tolist()) == set(h.W[:, j].nonzero()[:, 0].tolist()) for j in range(c))
     return [
-        f"| {name}: μ-lasso by homotopy, {c} classes one after another (m={m}, N={n}, {min(h.breakpoints)}–"
+        f"| {name}: μ-lasso by homotopy, {c} classes in lockstep (m={m}, N={n}, {min(h.breakpoints)}–"
         f"{max(h.breakpoints)} breakpoints per class, max gap/f {float((h.gap / h.objective).max()):.1e}) | "
         f"{med['homotopy']:.3f} | {med['homotopy'] / med['spams']:.2f} | {rel(h):.1e} |",
         f"| {name}: μ-lasso by FISTA, all {c} classes at once ({f.iterations} iterations, max gap/f "

@@ -132,6 +132,25 @@ def test_homotopy_reaches_the_optimum_on_many_signed_problems(nonneg: bool) -> N
 
 
 @pytest.mark.parametrize("nonneg", [False, True])
+def test_homotopy_on_duplicated_and_dependent_features(nonneg: bool) -> None:
+    """Each class's first feature duplicated, and a feature that is the mean of two others: G_AA would be singular
+    with both twins active. A duplicate moves with its twin (its a_j is its twin's sign), so it never reaches ±λ
+    first and stays out: at most one of each pair is non-zero, the duality gap is at rounding level, and the
+    objective equals FISTA's (W itself is not unique). SPAMS 2.6 is no oracle here: on this dictionary it returns
+    w = 0 for every class."""
+    x, lab = problem(m=30, n=120, c=4, seed=3)
+    first = (x @ lab.T).argmax(0)
+    x = torch.cat([x, x[first], (x[first[0]] + x[first[1]])[None] / 2])
+    res = vebi.mu_lasso(x, lab, 2.0, nonneg=nonneg)
+    assert res.converged and torch.isfinite(res.W).all()
+    for j, f in enumerate(first.tolist()):
+        assert (res.W[[f, 30 + j], j] != 0).sum() <= 1
+    assert (res.gap <= 1e-11 * res.objective).all()
+    ref = vebi.mu_lasso(x, lab, 2.0, nonneg=nonneg, solver="fista", tol=1e-14, max_iter=200000)
+    np.testing.assert_allclose(res.objective.numpy(), ref.objective.numpy(), rtol=1e-8)
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
 def test_homotopy_equals_fista_along_a_mu_path(nonneg: bool) -> None:
     """One homotopy read at several μ (unsorted) equals FISTA solved to a tight gap at each μ: W to 1e-6 and the
     objective to 1e-8 relative; the path's results come back in the order the μs were given."""

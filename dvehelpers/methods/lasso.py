@@ -9,9 +9,10 @@ The default solver is the homotopy (LARS-lasso; Osborne, Presnell & Turlach 2000
 SPAMS runs in its mode 0): each class's solution path from w = 0, one feature entering or leaving the active set per
 breakpoint, stopped exactly where ‖w_j‖₁ = μ by linear interpolation inside the last segment. It is exact up to
 rounding and touches only the columns of the Gram matrix ``G = XXᵀ`` of the features it activates (each ``X·x_a``,
-cached across classes). The alternative, ``solver="fista"``, is accelerated projected gradient (FISTA with adaptive
-restart) with the exact sort-based projection onto the L1 ball (Duchi et al., ICML 2008), kept as an independent
-check and for warm starts.
+cached and shared by the classes). All classes follow their paths in lockstep, so that each step is a few tensor
+operations over every class at once, on the CPU or the GPU. The alternative, ``solver="fista"``, is accelerated
+projected gradient (FISTA with adaptive restart) with the exact sort-based projection onto the L1 ball (Duchi et
+al., ICML 2008), kept as an independent check and for warm starts.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class LassoResult:
     breakpoints: list[int] = field(default_factory=list)
 
 
-def _check_problem(X: Tensor, L: Tensor, mus: Sequence[float]) -> None:
+def _check_problem(X: Tensor, L: Tensor, mus: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """``Xᵀ`` (N×m, contiguous) and ``L`` in float64 on X's device, after checking the problem."""
     if X.ndim != 2 or L.ndim != 2 or X.shape[1] != L.shape[1]:
         raise ValueError(
             f"X must be m×N and L C×N (one column per training image), got {tuple(X.shape)} and {tuple(L.shape)}"
@@ -87,8 +89,11 @@ def _check_problem(X: Tensor, L: Tensor, mus: Sequence[float]) -> None:
     for mu in mus:
         if not mu > 0 or math.isinf(mu):
             raise ValueError(f"mu must be a positive, finite L1 radius, got {mu}")
-    if not (torch.isfinite(X).all() and torch.isfinite(L).all()):
-        raise ValueError("X and L must be finite")
+    xt, lab = X.T.to(torch.float64).contiguous(), L.to(X.device, torch.float64)
+    for t in (xt, lab):  # a finite float64 sum is a finite matrix (one pass, no m×N mask); else look closer
+        if not (torch.isfinite(t.sum()) or torch.isfinite(t).all()):
+            raise ValueError("X and L must be finite")
+    return xt, lab
 
 
 def _largest_eigenvalue(gram_times: Any, m: int, like: Tensor, max_iter: int = 1000) -> Tensor:
@@ -118,7 +123,8 @@ def _fista(X: Tensor, L: Tensor, mu: float, nonneg: bool, W0: Tensor | None, tol
     class's momentum. It stops when every class's duality gap is at most ``tol · max(f, ‖l‖²)``. ``W0``
     warm-starts (a μ path reuses the previous ``W``)."""
     dtype = X.dtype
-    x, lab = X.double(), L.to(X.device).double()
+    xt, lab = _check_problem(X, L, [mu])
+    x = xt.T
     xl = x @ lab.T
     # G·w with G = XXᵀ: through the m×m Gram matrix, or as X(Xᵀw) when there are fewer images than features
     if x.shape[1] < x.shape[0]:
@@ -167,130 +173,231 @@ SOLVERS = ("homotopy", "fista")
 
 
 class _GramColumns:
-    """Columns of ``G = XXᵀ`` on demand, cached: ``G[:, a] = X·x_a`` costs m·N, the whole Gram matrix m²·N, and a
-    homotopy at a small μ activates a handful of the m features."""
+    """Rows of ``G = XXᵀ`` (its columns: G is symmetric) on demand, cached one under another in an n×m ``block``:
+    ``G[a] = x_aᵀXᵀ`` costs m·N, the whole Gram matrix m²·N, and a homotopy at a small μ activates a handful of the
+    m features. ``xt`` is ``Xᵀ`` (N×m), contiguous: the layout in which the product reads it in one sweep."""
 
-    def __init__(self, x: Tensor) -> None:
-        self.x, self.cache = x, {}
+    def __init__(self, xt: Tensor) -> None:
+        self.xt, self.slot_of = xt, {}
+        self.block = xt.new_zeros(0, xt.shape[1])
+        self.rows = torch.zeros(0, dtype=torch.long, device=xt.device)  # the feature of each cached row
+        self.slot = torch.full((xt.shape[1],), -1, dtype=torch.long, device=xt.device)  # feature → its row
 
-    def __call__(self, a: int) -> Tensor:
-        if a not in self.cache:
-            self.cache[a] = self.x @ self.x[a]
-        return self.cache[a]
+    def fetch(self, features: Sequence[int]) -> None:
+        missing = sorted({a for a in features if a not in self.slot_of})
+        if missing:
+            index = torch.tensor(missing, device=self.xt.device)
+            self.slot[index] = torch.arange(len(missing), device=self.xt.device) + self.block.shape[0]
+            self.slot_of.update({a: self.block.shape[0] + n for n, a in enumerate(missing)})
+            # one vector-matrix product per feature: MKL's skinny matrix products read X once per column anyway
+            self.block = torch.cat([self.block, torch.stack([self.xt[:, a] @ self.xt for a in missing])])
+            self.rows = torch.cat([self.rows, index])
 
-
-def _cholesky_add(R: Tensor, g: Tensor, g_jj: float) -> Tensor | None:
-    """The lower Cholesky factor of ``[[G_AA, g], [gᵀ, g_jj]]`` from that of ``G_AA`` (``R``), or None when the new
-    feature lies (to 1e-10 relative) in the span of the active ones: entering it would make ``G_AA`` singular."""
-    k = R.shape[0]
-    z = torch.linalg.solve_triangular(R, g[:, None], upper=False)[:, 0] if k else g
-    d2 = g_jj - float(z @ z)
-    if d2 <= 1e-10 * max(g_jj, 0.0) or g_jj <= 0:
-        return None
-    new = R.new_zeros(k + 1, k + 1)
-    new[:k, :k], new[k, :k], new[k, k] = R, z, math.sqrt(d2)
-    return new
-
-
-def _reentry(c_j: float, a_j: float, lam: float, nonneg: bool) -> float:
-    """When a feature that has just left the active set (``|c_j| = λ``) meets ±(λ − γ) again: the smallest root
-    clearly above 0 of ``c_j − γa_j = ±(λ − γ)``, or inf."""
-    roots = [(lam - c_j) / (1 - a_j)] if 1 - a_j > 1e-12 else []
-    if not nonneg and 1 + a_j > 1e-12:
-        roots.append((lam + c_j) / (1 + a_j))
-    return min((r for r in roots if r > 1e-9 * lam), default=math.inf)
+    def times(self, W: Tensor) -> Tensor:
+        """``G·W`` for a ``W`` (m×C) whose non-zero rows are all cached features (a homotopy's iterates and
+        directions are), with no m×N product."""
+        return self.block.T @ W[self.rows]
 
 
-def _one_class(
-    columns: _GramColumns, c: Tensor, mus: Sequence[float], nonneg: bool, max_steps: int
-) -> tuple[Tensor, int]:
-    """The LARS-lasso path of one class from w = 0 (``c = X·l_j``, the correlations at w = 0), evaluated at every
-    μ of ``mus`` (sorted): (len(mus)×m, breakpoints crossed).
+def _entry(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` where ``den > 0`` (the segment approaches ±λ), else inf; ``num`` (``λ ∓ c_j``) is clamped at 0,
+    since rounding can leave ``|c_j|`` a hair above λ."""
+    return torch.where(den > 1e-12, num.clamp_min_(0).div_(den), math.inf)
 
-    Along the path the active features keep ``c_A = λ·s_A`` (``c = X(l − Xᵀw)``, s the signs) while λ falls; a
-    segment moves ``w_A`` by ``γ·d`` with ``G_AA d = s`` and ends where a free feature's correlation reaches ±λ
-    (it enters), an active weight reaches 0 (it leaves) or λ reaches 0 (least squares). ``‖w‖₁ = sᵀw_A`` grows
-    linearly within a segment (slope ``sᵀd > 0``), so each μ is met exactly inside one segment."""
-    m = c.numel()
-    out, c = c.new_zeros(len(mus), m), c.clone()
-    score = c if nonneg else c.abs()
-    lam = float(score.max()) if m else 0.0
-    if lam <= 0:  # no feature correlates (positively, with nonneg) with the labels: w = 0 for every μ
-        return out, 0
-    w, active, signs = c.new_zeros(m), [], []
-    R, GA = c.new_zeros(0, 0), c.new_zeros(m, 0)
-    blocked = torch.zeros(m, dtype=torch.bool, device=c.device)  # active, or collinear with the active set
-    entering: int | None = int(score.argmax())
-    dropped: int | None = None
-    l1, k, steps, lam0 = 0.0, 0, 0, lam
-    inf = torch.tensor(math.inf, dtype=c.dtype, device=c.device)
-    while steps < max_steps:
-        if entering is not None:
-            g = columns(entering)
-            blocked[entering] = True
-            grown = _cholesky_add(R, g[active], float(g[entering]))
-            if grown is not None:
-                R, GA = grown, torch.cat([GA, g[:, None]], 1)
-                active.append(entering)
-                signs.append(1.0 if nonneg or c[entering] > 0 else -1.0)
-            entering = None
-        s = torch.tensor(signs, dtype=c.dtype, device=c.device)
-        d = torch.cholesky_solve(s[:, None], R)[:, 0]
-        a, slope = GA @ d, float(s @ d)
-        free = ~blocked
-        # a free feature enters when c_j − γa_j = ±(λ − γ); rounding can leave |c_j| a hair above λ: clamp to 0
-        up = torch.where(free & (1 - a > 1e-12), (lam - c).clamp_min(0) / (1 - a), inf)
-        if not nonneg:
-            up = torch.minimum(up, torch.where(free & (1 + a > 1e-12), (lam + c).clamp_min(0) / (1 + a), inf))
-        if dropped is not None:  # it just left at |c_j| = λ: the γ = 0 root is that exit, not an entry; it may
-            up[dropped] = _reentry(float(c[dropped]), float(a[dropped]), lam, nonneg)  # cross the other side later
-            dropped = None
-        w_a = w[active]
-        down = torch.where(w_a * d < 0, -w_a / d, inf)  # an active weight reaches 0
-        g_up, g_down = float(up.min()), float(down.min())
-        gamma = min(g_up, g_down, lam)
-        while k < len(mus) and l1 + slope * gamma >= mus[k]:  # a requested μ inside this segment: interpolate
-            out[k] = w
-            out[k, active] += (mus[k] - l1) / slope * d
-            k += 1
-        if k == len(mus):
-            return out, steps
-        w[active] += gamma * d
-        c -= gamma * a
-        lam, l1, steps = lam - gamma, l1 + slope * gamma, steps + 1
-        if lam <= 1e-14 * lam0:  # λ reached 0: the least-squares solution, inside every larger ball
-            break
-        if g_down <= g_up:
-            i = int(down.argmin())
-            dropped = active[i]
-            w[active[i]] = 0.0
-            blocked[active[i]] = False
-            keep = [n for n in range(len(active)) if n != i]
-            active, signs, GA = [active[n] for n in keep], [signs[n] for n in keep], GA[:, keep]
-            R = torch.linalg.cholesky(GA[active]) if active else c.new_zeros(0, 0)
-            if not active:
-                entering = int(torch.where(free, score, -inf).argmax())
-        else:
-            entering = int(up.argmin())
-    out[k:] = w  # the rest of the μs lie beyond the least-squares solution (or the step cap was reached)
-    return out, steps
+
+def _reentry(c: Tensor, a: Tensor, lam: Tensor, nonneg: bool) -> Tensor:
+    """When features that have just left the active set (``|c_j| = λ``) meet ±(λ − γ) again: the smallest root
+    clearly above 0 of ``c_j − γa_j = ±(λ − γ)``, or inf (elementwise)."""
+    inf = torch.full_like(c, math.inf)
+    roots = torch.where(1 - a > 1e-12, (lam - c) / (1 - a), inf)
+    if not nonneg:
+        roots = torch.minimum(roots, torch.where(1 + a > 1e-12, (lam + c) / (1 + a), inf))
+    return torch.where(roots > 1e-9 * lam, roots, inf)
+
+
+class _LarsLasso:
+    """The LARS-lasso paths of all C classes at once, from W = 0 (``c = X·Lᵀ``, the correlations at W = 0), read
+    at every μ of ``mus`` (sorted).
+
+    Along class j's path its active features keep ``c_A = λ_j·s_A`` (``c = X(l_j − Xᵀw_j)``, s the signs) while
+    λ_j falls; a segment moves ``w_A`` by ``γ·d`` with ``G_AA d = s`` and ends where a free feature's correlation
+    reaches ±λ_j (it enters), an active weight reaches 0 (it leaves) or λ_j reaches 0 (least squares).
+    ``‖w_j‖₁ = sᵀw_A`` grows linearly within a segment (slope ``sᵀd > 0``), so each μ is met exactly inside one
+    segment. The classes move in lockstep, one segment each per round: the m×C updates are single tensor
+    operations, the active sets are padded to the largest (identity rows, zero signs) and solved as one batch,
+    and a Gram column is computed once, for every class that activates its feature."""
+
+    def __init__(self, columns: _GramColumns, c: Tensor, mus: Sequence[float], nonneg: bool, max_steps: int) -> None:
+        self.columns, self.c, self.mus, self.nonneg, self.max_steps = columns, c.clone(), list(mus), nonneg, max_steps
+        m, n_cls = c.shape
+        self.w, self.out = c.new_zeros(m, n_cls), c.new_zeros(len(mus), m, n_cls)
+        self.blocked = torch.zeros(m, n_cls, dtype=torch.bool, device=c.device)  # active, or collinear with them
+        self.active: list[list[int]] = [[] for _ in range(n_cls)]
+        self.signs: list[list[float]] = [[] for _ in range(n_cls)]
+        score = self._score()
+        lam0, first = score.max(0) if m else (c.new_zeros(n_cls), c.new_zeros(n_cls, dtype=torch.long))
+        self.lam, self.l1 = lam0.clone(), c.new_zeros(n_cls)
+        self.lam0 = lam0.tolist()
+        # no feature correlates (positively, with nonneg) with a class's labels: w = 0 for every μ
+        self.live = [j for j in range(n_cls) if self.lam0[j] > 0]
+        self.finished = lam0 <= 0
+        self.entering: dict[int, int] = {j: int(first[j]) for j in self.live}
+        self.dropped: dict[int, int] = {}
+        self.next_mu, self.steps = [0] * n_cls, [0] * n_cls
+
+    def _score(self) -> Tensor:
+        return self.c if self.nonneg else self.c.abs()
+
+    def run(self) -> tuple[Tensor, list[int]]:
+        while self.live:
+            d, slope = self._direction(*self._enter())
+            self._segment(d, slope)
+        return self.out, self.steps
+
+    def _padded(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The active sets as C×K feature indices, their validity and their signs (0 in the padding)."""
+        k = max([1, *map(len, self.active)])
+        index = [a + [0] * (k - len(a)) for a in self.active]
+        signs = [s + [0.0] * (k - len(s)) for s in self.signs]
+        feats = torch.tensor(index, dtype=torch.long, device=self.c.device)
+        valid = torch.tensor([[n < len(a) for n in range(k)] for a in self.active], device=self.c.device)
+        return feats, valid, torch.tensor(signs, dtype=self.c.dtype, device=self.c.device)
+
+    def _factor(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The Cholesky factors of the padded ``G_AA`` (C×K×K) and their LAPACK ``info`` (0: positive definite),
+        with the padded active sets."""
+        feats, valid, s = self._padded()
+        gram = self.columns.block[self.columns.slot[feats][:, :, None], feats[:, None, :]]
+        pair = valid[:, :, None] & valid[:, None, :]
+        eye = torch.eye(feats.shape[1], dtype=gram.dtype, device=gram.device).expand_as(gram)
+        factor, info = torch.linalg.cholesky_ex(torch.where(pair, gram, eye))
+        return factor, info, feats, valid, s
+
+    def _enter(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Add each class's entering feature, unless it lies (to 1e-10 relative) in the span of the class's active
+        features: its pivot in the Cholesky factor of ``G_AA`` (the Schur complement) would be ~0 or negative,
+        and ``G_AA`` singular. It stays blocked either way. Returns the factors of the new active sets."""
+        if not self.entering:
+            factor, _, *padded = self._factor()
+            return factor, *padded
+        self.columns.fetch(list(self.entering.values()))
+        cls, feats = (torch.tensor(v, device=self.c.device) for v in zip(*self.entering.items(), strict=True))
+        self.blocked[feats, cls] = True
+        for j, f, c_e in zip(self.entering, feats.tolist(), self.c[feats, cls].tolist(), strict=True):
+            self.active[j].append(f)
+            self.signs[j].append(1.0 if self.nonneg or c_e > 0 else -1.0)
+        factor, info, *padded = self._factor()
+        last = torch.tensor([len(self.active[j]) - 1 for j in self.entering], device=self.c.device)
+        g_ee = self.columns.block[self.columns.slot[feats], feats]
+        pivots = torch.stack([factor[cls, last, last].square(), g_ee, info[cls].to(g_ee.dtype)], 1).tolist()
+        rejected = [
+            j for j, (p2, g, fail) in zip(self.entering, pivots, strict=True) if fail or not 1e-10 * g < p2 or g <= 0
+        ]
+        for j in rejected:
+            self.active[j].pop()
+            self.signs[j].pop()
+        self.entering = {}
+        if rejected:
+            factor, info, *padded = self._factor()
+        return factor, *padded
+
+    def _direction(self, factor: Tensor, feats: Tensor, valid: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        """Every class's segment direction ``d`` (m×C, zero off the active set) and ``sᵀd`` (C)."""
+        d_act = torch.cholesky_solve(s[:, :, None], factor)[:, :, 0]
+        cls = torch.arange(feats.shape[0], device=feats.device)[:, None].expand_as(feats)
+        d = torch.zeros_like(self.w)
+        d[feats[valid], cls[valid]] = d_act[valid]
+        return d, (s * d_act).sum(1)
+
+    def _segment(self, d: Tensor, slope: Tensor) -> None:
+        """Follow every live class's segment to its next breakpoint, or to the μs inside it."""
+        a, lam, c = self.columns.times(d), self.lam, self.c
+        up = _entry(lam - c, 1 - a)  # a free feature enters when c_j − γa_j = ±(λ − γ)
+        if not self.nonneg:
+            up = torch.minimum(up, _entry(lam + c, 1 + a))
+        up.masked_fill_(self.blocked, math.inf)
+        if self.dropped:  # just left at |c_j| = λ: the γ = 0 root is that exit, not an entry; it may cross the
+            cls = torch.tensor(list(self.dropped), device=d.device)  # other side within this segment
+            feats = torch.tensor(list(self.dropped.values()), device=d.device)
+            up[feats, cls] = _reentry(c[feats, cls], a[feats, cls], lam[cls], self.nonneg)
+            self.dropped = {}
+        down = torch.where(self.w * d < 0, -self.w / d, math.inf)  # an active weight reaches 0
+        g_up, i_up = up.min(0)
+        g_down, i_down = down.min(0)
+        gamma = torch.minimum(torch.minimum(g_up, g_down), lam).masked_fill_(self.finished, 0)
+        self.lam = lam - gamma
+        rows = [g_up, g_down, gamma, self.l1, slope, self.lam, i_up.to(d.dtype), i_down.to(d.dtype)]
+        stats = torch.stack(rows, 1).tolist()
+        self._record(stats, d)
+        self.w.addcmul_(d, gamma.expand_as(d))
+        self.c.addcmul_(a, gamma.expand_as(a), value=-1)
+        self.l1 = self.l1 + slope * gamma
+        self._events(stats)
+
+    def _record(self, stats: list[list[float]], d: Tensor) -> None:
+        """Interpolate every requested μ inside this segment (``‖w_j + td‖₁ = l1 + t·sᵀd``); a class whose μs are
+        all met is finished."""
+        ks, js, ts = [], [], []
+        for j in list(self.live):
+            _, _, gamma, l1, slope, _, _, _ = stats[j]
+            while self.next_mu[j] < len(self.mus) and l1 + slope * gamma >= self.mus[self.next_mu[j]]:
+                ks.append(self.next_mu[j])
+                js.append(j)
+                ts.append((self.mus[self.next_mu[j]] - l1) / slope)
+                self.next_mu[j] += 1
+            if self.next_mu[j] == len(self.mus):
+                self._finish(j)
+        if ks:
+            t = torch.tensor(ts, dtype=d.dtype, device=d.device)
+            self.out[ks, :, js] = (self.w[:, js] + t * d[:, js]).T
+
+    def _finish(self, j: int) -> None:
+        self.live.remove(j)
+        self.finished[j] = True
+        self.active[j], self.signs[j] = [], []  # out of the padded solves
+
+    def _events(self, stats: list[list[float]]) -> None:
+        """What ends each live class's segment: λ at 0 or the step cap (finished: the rest of its μs lie beyond
+        the least-squares solution), an active weight at 0 (that feature leaves) or a free feature at ±λ (it
+        enters at the next round)."""
+        leave: list[tuple[int, int]] = []
+        for j in list(self.live):
+            g_up, g_down, _, _, _, lam, i_up, i_down = stats[j]
+            self.steps[j] += 1
+            if lam <= 1e-14 * self.lam0[j] or self.steps[j] >= self.max_steps:
+                self.out[self.next_mu[j] :, :, j] = self.w[:, j]
+                self._finish(j)
+            elif g_down <= g_up:
+                leave.append((int(i_down), j))
+            else:
+                self.entering[j] = int(i_up)
+        if leave:
+            feats, cls = (torch.tensor(v, device=self.w.device) for v in zip(*leave, strict=True))
+            self.w[feats, cls] = 0.0
+            self.blocked[feats, cls] = False
+        for f, j in leave:
+            n = self.active[j].index(f)
+            del self.active[j][n], self.signs[j][n]
+            self.dropped[j] = f
+            if not self.active[j]:  # back at w = 0 (a safety net: λ only falls): the strongest free feature enters
+                score = torch.where(self.blocked[:, j], -math.inf, self._score()[:, j])
+                score[f] = -math.inf
+                self.entering[j] = int(score.argmax())
 
 
 def _homotopy(
-    x: Tensor, lab: Tensor, mus: Sequence[float], nonneg: bool, max_steps: int | None
-) -> tuple[Tensor, list[int], _GramColumns, Tensor]:
-    """:func:`homotopy_path` on float64 ``x``, ``lab``, also returning the cached Gram columns and ``X·Lᵀ``."""
+    X: Tensor, L: Tensor, mus: Sequence[float], nonneg: bool, max_steps: int | None
+) -> tuple[Tensor, list[int], _GramColumns, Tensor, Tensor]:
+    """:func:`homotopy_path`, also returning the cached Gram columns, ``X·Lᵀ`` and L in float64."""
+    xt, lab = _check_problem(X, L, mus)
     order = sorted(range(len(mus)), key=lambda i: float(mus[i]))
+    corr = xt.T @ lab.T
+    columns = _GramColumns(xt)
     sorted_mus = [float(mus[i]) for i in order]
-    corr = x @ lab.T
-    columns = _GramColumns(x)
-    out = x.new_zeros(len(mus), x.shape[0], lab.shape[0])
-    steps = []
-    for j in range(lab.shape[0]):
-        path, n = _one_class(columns, corr[:, j], sorted_mus, nonneg, max_steps or 10 * x.shape[0])
-        out[order, :, j] = path
-        steps.append(n)
-    return out, steps, columns, corr
+    path, steps = _LarsLasso(columns, corr, sorted_mus, nonneg, max_steps or 10 * xt.shape[1]).run()
+    out = torch.empty_like(path)
+    out[order] = path
+    return out, steps, columns, corr, lab
 
 
 def homotopy_path(
@@ -299,20 +406,8 @@ def homotopy_path(
     """The μ-lasso solutions at every μ of ``mus`` by one homotopy per class: (len(mus)×m×C, in the order of
     ``mus``; each class's breakpoints crossed). ``X`` m×N, ``L`` C×N, computed in float64 on their device. A μ
     path costs what its largest μ costs. ``max_steps`` caps each class's breakpoints (default 10·m)."""
-    _check_problem(X, L, mus)
-    path, steps, _, _ = _homotopy(X.double(), L.to(X.device).double(), mus, nonneg, max_steps)
+    path, steps, *_ = _homotopy(X, L, mus, nonneg, max_steps)
     return path, steps
-
-
-def _gram_times_sparse(columns: _GramColumns, W: Tensor) -> Tensor:
-    """``G·W`` for a sparse ``W`` (m×C) from the Gram columns of its non-zero rows, which the homotopy has cached:
-    no m×N product."""
-    out = torch.zeros_like(W)
-    for j in range(W.shape[1]):
-        support = W[:, j].nonzero()[:, 0].tolist()
-        if support:
-            out[:, j] = torch.stack([columns(a) for a in support], 1) @ W[support, j]
-    return out
 
 
 def lasso_path(
@@ -321,13 +416,11 @@ def lasso_path(
     """The μ-lasso at every μ of ``mus`` from one homotopy per class (:func:`homotopy_path`), each with its
     objective ``f = wᵀGw − 2wᵀXl + ‖l‖²``, duality gap and ``converged`` (every gap at most ``tol · max(f, ‖l‖²)``),
     in the order of ``mus``; ``G·w`` comes from the Gram columns the path computed."""
-    _check_problem(X, L, mus)
-    lab = L.to(X.device).double()
-    path, steps, columns, xl = _homotopy(X.double(), lab, mus, nonneg, max_steps)
+    path, steps, columns, xl, lab = _homotopy(X, L, mus, nonneg, max_steps)
     l2 = lab.square().sum(1)
     out = []
     for mu, w in zip(mus, path, strict=True):
-        gw = _gram_times_sparse(columns, w)
+        gw = columns.times(w)
         f = ((w * gw).sum(0) - 2 * (w * xl).sum(0) + l2).clamp_min(0)
         gap = duality_gap(2 * (gw - xl), w, float(mu), nonneg)
         converged = bool((gap <= tol * torch.maximum(f, l2.clamp_min(torch.finfo(torch.float64).tiny))).all())
@@ -358,6 +451,5 @@ def mu_lasso(
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(map(repr, SOLVERS))}, got {solver!r}")
     if solver == "fista":
-        _check_problem(X, L, [mu])
         return _fista(X, L, mu, nonneg, W0, tol, max_iter)
     return lasso_path(X, L, [mu], nonneg, tol, max_iter)[0]
