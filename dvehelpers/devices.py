@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 
 import torch
+from torch import Tensor
 
-__all__ = ["device"]
+__all__ = ["device", "conv_layout"]
 
 
 def device() -> torch.device:
@@ -15,3 +16,13 @@ def device() -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def conv_layout(t: Tensor) -> Tensor:
+    """A 4-D tensor (images, activations, convolution weights) in the memory layout in which the device's
+    convolutions run fastest, values and logical shape unchanged: channels-last on the CPU, where oneDNN classifies
+    a batch of our VGG-style models in half the time, and computes their gradients in 0.8× (``benchmarks/``); as it
+    is on other devices. A convolution follows its operands' layout, so a model is not touched: its input is."""
+    if t.ndim == 4 and t.device.type == "cpu":
+        return t.contiguous(memory_format=torch.channels_last)
+    return t

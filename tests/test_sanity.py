@@ -103,3 +103,20 @@ def test_a_cascade_at_chosen_stages_equals_those_rows_of_the_whole_cascade() -> 
     torch.testing.assert_close(some.r, whole.r[[0, 2, -1]])
     with pytest.raises(ValueError, match="stages must be in 1.."):
         cascade(model, x, "gradcam", stages=[0])
+
+
+def test_a_cascade_given_the_trained_maps_equals_one_that_computes_them() -> None:
+    """``reference=``: the trained model's maps, when the caller has them, give the same correlations as the
+    cascade's own; the maps of other (mirrored) images give other ones; a reference of the wrong size is refused."""
+    model, x = small("alexnet"), seeded_images(4, b=3)
+    targets = torch.tensor([0, 2, 5])
+    own = cascade(model, x, "guided_backprop", target=targets, stages=[1, 4])
+    trained = dh.evaluate.heatmaps(model, x, "guided_backprop", target=targets)
+    given = cascade(model, x, "guided_backprop", target=targets, stages=[1, 4], reference=trained)
+    torch.testing.assert_close(given.r, own.r)
+    other = dh.evaluate.heatmaps(model, x.flip(-1), "guided_backprop", target=targets)
+    assert not torch.allclose(
+        cascade(model, x, "guided_backprop", target=targets, stages=[1], reference=other).r, own.r[:1]
+    )
+    with pytest.raises(ValueError, match="one map per image"):
+        cascade(model, x, "guided_backprop", target=targets, stages=[1], reference=trained[:2])

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..devices import conv_layout
 from .capture import capture
 from .functions import same_amounts
 from .graph import INPUT, Graph, Meta, Node, Pad, Ref, batchnorm_affine, resolve
@@ -171,10 +172,12 @@ class _Run:
                 view = (1, -1) + (1,) * (x.ndim - 2)
                 return torch.addcmul(shift.view(view), x, scale.view(view))
             w, b = node.weights.tensors()
-            self.trace.weights[node.index] = (w, b)
             if kind == "linear":
+                self.trace.weights[node.index] = (w, b)
                 return F.linear(x, w, b)  # type: ignore[arg-type]
-            return F.conv2d(x, w, b, s.stride, s.padding, s.dilation, s.groups)  # type: ignore[arg-type]
+            w = conv_layout(w)  # type: ignore[arg-type]
+            self.trace.weights[node.index] = (w, b)
+            return F.conv2d(conv_layout(x), w, b, s.stride, s.padding, s.dilation, s.groups)
         if kind in ("relu", "relu6") and x is not None:
             inplace = self._dead_after(node, node.inputs[0])
             return (F.relu if kind == "relu" else F.relu6)(x, inplace=inplace)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check_images, preserved, resolve_targets
+from ..devices import conv_layout
 from ..maps import gaussian_blur
 from .iou import check_maps
 
@@ -130,9 +131,11 @@ def deletion_insertion(
     batch_size: int = 128,
 ) -> Curves:
     """RISE's deletion or insertion curves for every image at once: the (steps + 1) perturbed images of all images
-    are classified in chunks of ``batch_size``. Pixels are taken in decreasing order of the map (ties: by pixel
-    index); step s has the first ``round(s/steps · H·W)`` of them deleted / inserted. ``baseline``: None = RISE's
-    choice (``"zeros"`` for deletion, ``"blur"`` for insertion). ``target``: None = each image's top-1 class."""
+    are classified in chunks of about ``batch_size``. Pixels are taken in decreasing order of the map (ties: by
+    pixel index); step s has the first ``round(s/steps · H·W)`` of them deleted / inserted. ``baseline``: None =
+    RISE's choice (``"zeros"`` for deletion, ``"blur"`` for insertion). ``target``: None = each image's top-1 class.
+    The step that leaves the images as they are (deletion's first, insertion's last) is read from the images' own
+    forward pass, which resolves the targets."""
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if steps < 1:
@@ -145,17 +148,20 @@ def deletion_insertion(
     order = heatmaps.flatten(1).to(images.device).argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=order.device).expand(b, -1))
     counts = torch.tensor([round(s / steps * h * w) for s in range(steps + 1)], device=images.device)
-    probs = []
+    unperturbed = 0 if mode == "deletion" else steps
+    first, then = (base, images) if mode == "deletion" else (images, base)
+    probability = images.new_empty(b, steps + 1)
     with preserved(model), torch.no_grad():
         model.eval()
-        targets = resolve_targets(target, model(images))
-        per_chunk = max(1, batch_size // b)  # steps classified together: per_chunk · B images
-        for s0 in range(0, steps + 1, per_chunk):
-            chunk = counts[s0 : s0 + per_chunk]
-            taken = (rank[None] < chunk[:, None, None]).view(len(chunk), b, 1, h, w)  # S'×B×1×H×W
-            first, then = (base, images) if mode == "deletion" else (images, base)
-            x = torch.where(taken, first, then).flatten(0, 1)
+        logits = model(conv_layout(images))
+        targets = resolve_targets(target, logits)
+        probability[:, unperturbed] = logits.softmax(1).gather(1, targets[:, None])[:, 0]
+        todo = [s for s in range(steps + 1) if s != unperturbed]
+        per_chunk = max(1, round(batch_size / b))  # steps classified together: per_chunk · B images
+        for c0 in range(0, len(todo), per_chunk):
+            chunk = todo[c0 : c0 + per_chunk]
+            taken = (rank[None] < counts[chunk][:, None, None]).view(len(chunk), b, 1, h, w)  # S'×B×1×H×W
+            x = conv_layout(torch.where(taken, first, then).flatten(0, 1))
             p = model(x).softmax(1).view(len(chunk), b, -1)
-            probs.append(p.gather(2, targets.view(1, b, 1).expand(len(chunk), b, 1))[..., 0].T)
-    probability = torch.cat(probs, 1)
+            probability[:, chunk] = p.gather(2, targets.view(1, b, 1).expand(len(chunk), b, 1))[..., 0].T
     return Curves(mode, probability, auc(probability))

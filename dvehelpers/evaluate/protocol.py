@@ -246,7 +246,7 @@ def _score(s: _Set, maps: Tensor, cfg: _Settings) -> tuple[dict[str, Any], dict[
     f = s.faithful.to(maps.device)
     for mode in ("deletion", "insertion"):
         curves = deletion_insertion(
-            s.model, s.images[f], maps[f], s.predicted[f], mode, cfg.sizes.steps, cfg.baseline[mode], 4 * cfg.batch_size
+            s.model, s.images[f], maps[f], s.predicted[f], mode, cfg.sizes.steps, cfg.baseline[mode], cfg.batch_size
         )
         out[mode] = curves.probability.float().cpu()
     return out, {"scores": t1 - t0, "faithfulness": time.perf_counter() - t1}
@@ -262,14 +262,15 @@ def _method_entry(s: _Set, method: str, params: dict[str, Any], cfg: _Settings) 
         seconds = {"maps": time.perf_counter() - t0}
         out, more = _score(s, maps, cfg)
         seconds.update(more)
-        del maps
         sane, targets = s.images[s.sane.to(s.images.device)], s.predicted[s.sane.to(s.predicted.device)]
+        reference = maps[s.sane.to(maps.device)]
+        del maps
         t1 = time.perf_counter()
         if METHODS[method].class_specific:
             sens = class_sensitivity(s.model, sane, method, params, cfg.batch_size, progress=False)
             out["sensitivity"] = {"r": sens.r.float().cpu(), "empty": sens.empty.cpu()}
         t2 = time.perf_counter()
-        cas = cascade(s.model, sane, method, params, targets, cfg.seed, cfg.batch_size)
+        cas = cascade(s.model, sane, method, params, targets, cfg.seed, cfg.batch_size, reference=reference)
     out["cascade"] = {"layers": cas.layers, "r": cas.r.float().cpu()}
     seconds.update({"sensitivity": t2 - t1, "randomisation": time.perf_counter() - t2})
     out["seconds"] = seconds

@@ -133,18 +133,23 @@ def cascade(
     batch_size: int = 32,
     progress: bool = False,
     stages: Sequence[int] | None = None,
+    reference: Tensor | None = None,
 ) -> Cascade:
     """Cascading randomisation (Adebayo et al. 2018, §3.1): the rank correlation of every image's map under the
     trained model with its map after randomising the top 1, 2, …, all learned layers (or only the top ``stages``
     of them, e.g. ``[1, 10, 50]`` on a deep network). ``target``: the explained class, None = the trained model's
     top-1 class (kept fixed through the cascade, so only the weights change).
     A method that carries state fitted on the trained model (vebi's interpretation) keeps it through the cascade
-    (its registry entry's ``randomised`` hook)."""
+    (its registry entry's ``randomised`` hook). ``reference``: the images' maps under the trained model, when they
+    were already computed (the evaluation has them), else they are."""
     params = METHODS[method].params_for_randomised(model, params or {})
     dev = next(model.parameters()).device
     if target is None:
         target = predict(model, images.to(dev)).to(dev)
-    reference = heatmaps(model, images, method, params, target, batch_size)
+    if reference is None:
+        reference = heatmaps(model, images, method, params, target, batch_size)
+    elif reference.shape[0] != len(images):
+        raise ValueError(f"reference must hold one map per image ({len(images)}), got {tuple(reference.shape)}")
     layers = randomisable_layers(model)
     todo = list(range(1, len(layers) + 1)) if stages is None else [int(k) for k in stages]
     if not todo or any(not 1 <= k <= len(layers) for k in todo):

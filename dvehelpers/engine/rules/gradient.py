@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...devices import conv_layout
 from ..graph import Node
 from ..record import Trace
 from ..walk import RuleSet, needs
@@ -53,7 +54,7 @@ def conv(node: Node, trace: Trace, signal: Tensor) -> Tensor:
     w, _ = trace.weights[node.index]
     s = node.spec
     shape = trace.shape(node.inputs[0])
-    return torch.nn.grad.conv2d_input(list(shape), w, signal, s.stride, s.padding, s.dilation, s.groups)
+    return torch.nn.grad.conv2d_input(list(shape), w, conv_layout(signal), s.stride, s.padding, s.dilation, s.groups)
 
 
 @needs()
