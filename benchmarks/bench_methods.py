@@ -7,6 +7,9 @@ medians and ratios to the baseline measured in the same run:
 
 * ``fwd+bwd``: one forward pass and one backward pass to the input (``torch.autograd.grad`` of the target
   logits, weights frozen) — the practical floor of any gradient method;
+* ``fwd+bwd (channels-last input)``: the same with the images in channels-last memory layout, the layout in which
+  ``dvehelpers`` convolves on the CPU (:func:`dvehelpers.devices.conv_layout`): how much of a method's lead comes
+  from the layout alone (Captum's ``GuidedBackprop`` is timed on such input too);
 * ``forward``: one forward pass under ``torch.no_grad``;
 * ``forward to pool5``: the convolutional part only (VGG-16's ``features``, up to and including pool5; ResNet-50 up
   to ``layer4``) under ``torch.no_grad`` — what Fourier DVE runs before its own work at 224² (its default layer).
@@ -107,6 +110,12 @@ def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, arch: str) ->
         xi = x.detach().requires_grad_(True)
         return torch.autograd.grad(frozen(xi).gather(1, targets[:, None]).sum(), xi)
 
+    x_last = x.contiguous(memory_format=torch.channels_last)
+
+    def fwd_bwd_last() -> object:
+        xi = x_last.detach().requires_grad_(True)
+        return torch.autograd.grad(frozen(xi).gather(1, targets[:, None]).sum(), xi)
+
     def forward() -> object:
         with torch.no_grad():
             return frozen(x)
@@ -120,6 +129,8 @@ def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, arch: str) ->
         return LayerAttribution.interpolate(attr, x.shape[-2:], "bilinear")
 
     out: dict[str, Callable[[], object]] = {"fwd+bwd": fwd_bwd, "forward": forward, POOL5: forward_to_pool5}
+    if x.device.type == "cpu":
+        out["fwd+bwd (channels-last input)"] = fwd_bwd_last
     fixed = {"vebi": {"interpretation": synthetic_interpretation(model, x.shape[-1])}}
     for name in sorted(dh.METHODS):
         out[name] = lambda name=name: dh.explain(name, model, x, targets, **fixed.get(name, {}))
@@ -131,6 +142,8 @@ def jobs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, arch: str) ->
     out["captum LayerGradCam"] = captum_gradcam
     out["pytorch-grad-cam GradCAM"] = lambda: pgc_cam(input_tensor=x, targets=pgc_targets)
     out["captum GuidedBackprop"] = lambda: captum_gb.attribute(x, target=targets)
+    if x.device.type == "cpu":
+        out["captum GuidedBackprop (channels-last input)"] = lambda: captum_gb.attribute(x_last, target=targets)
     silent = (captum_gb.attribute(x, target=targets) - fwd_bwd()[0]).abs().max()
     SILENT[0] = f"Captum's GuidedBackprop minus the plain gradient, max |difference|: {float(silent):.3g}"
     gradient = fwd_bwd()[0][0].permute(1, 2, 0).cpu().numpy()  # pytorch-grad-cam returns H×W×3 arrays

@@ -233,3 +233,22 @@ def test_an_in_place_activation_never_writes_through_a_view_into_a_kept_tensor()
         conv = model[0](x)
     assert (conv < 0).any()
     torch.testing.assert_close(trace.output(0), conv, rtol=1e-12, atol=1e-12)
+
+
+def test_on_the_cpu_the_trace_is_channels_last_and_selecting_rows_keeps_it() -> None:
+    """conv_layout: the recorded convolution outputs are channels-last on the CPU (where oneDNN is fastest on them);
+    select (vebi's k walks per image) returns the same values as index_select in that layout, and the max-pooling
+    rule answers a channels-last signal in that layout (a layout change would copy at every rule)."""
+    model, x = small("vgg"), seeded_images(5, b=2)
+    trace = record(model, x, rules=GUIDED, keep=[0])
+    first = trace.output(0)
+    assert first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+    rows = torch.tensor([1, 0, 1])
+    picked = trace.select(rows).output(0)
+    assert torch.equal(picked, first.index_select(0, rows))
+    assert picked.is_contiguous(memory_format=torch.channels_last)
+    pool = next(n for n in trace.nodes if n.kind == "maxpool")
+    signal = torch.randn(trace.shape(pool.index), dtype=x.dtype).contiguous(memory_format=torch.channels_last)
+    back = GUIDED.rule(pool)(pool, trace, signal)
+    assert back.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(back, GUIDED.rule(pool)(pool, trace, signal.contiguous()), rtol=0, atol=0)

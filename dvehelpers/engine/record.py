@@ -93,13 +93,21 @@ class Trace:
         order: one forward pass serves several backward passes per image."""
 
         def pick(d: dict[int, Tensor]) -> dict[int, Tensor]:
-            return {i: t.index_select(0, rows) for i, t in d.items()}
+            return {i: _take_rows(t, rows) for i, t in d.items()}
 
         n = len(rows)
         shapes = {i: torch.Size((n, *s[1:])) for i, s in self.shapes.items()}
         return Trace(
             self.graph, pick(self.values), pick(self.masks), pick(self.switches), self.weights, shapes, self.pads
         )
+
+
+def _take_rows(t: Tensor, rows: Tensor) -> Tensor:
+    """``t.index_select(0, rows)`` in ``t``'s memory layout: a channels-last tensor (conv_layout) stays one, so that
+    the walk does not convert between layouts at every rule."""
+    if t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).index_select(0, rows).permute(0, 3, 1, 2)
+    return t.index_select(0, rows)
 
 
 def _mask(node: Node, out: Tensor) -> Tensor:
