@@ -7,7 +7,7 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["device", "conv_layout"]
+__all__ = ["device", "conv_layout", "is_channels_last"]
 
 
 def device() -> torch.device:
@@ -26,3 +26,8 @@ def conv_layout(t: Tensor) -> Tensor:
     if t.ndim == 4 and t.device.type == "cpu":
         return t.contiguous(memory_format=torch.channels_last)
     return t
+
+
+def is_channels_last(t: Tensor) -> bool:
+    """Whether ``t`` is a 4-D tensor in channels-last layout (and not also in the default one, as 1×1 maps are)."""
+    return t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import distance_transform_edt
 
 import dvehelpers as dh
 from dvehelpers import metrics
@@ -145,3 +146,16 @@ def test_deletion_insertion_errors() -> None:
         metrics.deletion_insertion(model, x, heat, baseline="noise")
     with pytest.raises(ValueError, match="heatmaps must be"):
         metrics.deletion_insertion(model, x, heat[:1])
+
+
+@pytest.mark.parametrize("radius", [0.0, 1.0, 2.5, 7.0, 15.0])
+def test_dilate_grows_by_the_euclidean_disc_of_scipys_distance_transform(radius: float) -> None:
+    """Every pixel within ``radius`` px (Euclidean, dx² + dy² ≤ r²) of a mask pixel, and no other: SciPy's exact
+    distance transform of the complement as the reference; sparse random masks, several near the border."""
+    g = torch.Generator().manual_seed(int(radius * 10))
+    masks = torch.rand(4, 40, 33, generator=g) > 0.995
+    masks[0, 0, 0] = masks[1, -1, 17] = True
+    grown = metrics.dilate(masks, radius)
+    for m, got in zip(masks.numpy(), grown.numpy(), strict=True):
+        distance = distance_transform_edt(~m)
+        np.testing.assert_array_equal(got, distance**2 <= radius**2 + 1e-9)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..devices import conv_layout
+from ..devices import conv_layout, is_channels_last
 from .capture import capture
 from .functions import same_amounts
 from .graph import INPUT, Graph, Meta, Node, Pad, Ref, batchnorm_affine, resolve
@@ -105,7 +105,7 @@ class Trace:
 def _take_rows(t: Tensor, rows: Tensor) -> Tensor:
     """``t.index_select(0, rows)`` in ``t``'s memory layout: a channels-last tensor (conv_layout) stays one, so that
     the walk does not convert between layouts at every rule."""
-    if t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+    if is_channels_last(t):
         return t.permute(0, 2, 3, 1).index_select(0, rows).permute(0, 3, 1, 2)
     return t.index_select(0, rows)
 

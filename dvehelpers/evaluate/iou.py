@@ -76,9 +76,9 @@ def per_image_iou(heatmaps: Tensor, masks: Tensor, thresholds: Tensor | None = N
     m = masks.bool().flatten(1)
     b, n_t = h.shape[0], t.numel()
     level = torch.bucketize(h, t, right=True)  # number of thresholds each pixel reaches, 0..T
-    counts = torch.zeros(b, n_t + 1, dtype=torch.float64, device=h.device)
-    counts.scatter_add_(1, level, torch.ones_like(h))
-    inside = torch.zeros_like(counts).scatter_add_(1, level, m.double())
+    level += (n_t + 1) * torch.arange(b, device=h.device)[:, None]  # one bin range per image
+    counts = torch.bincount(level.flatten(), minlength=b * (n_t + 1)).view(b, n_t + 1).double()
+    inside = torch.bincount(level[m], minlength=b * (n_t + 1)).view(b, n_t + 1).double()
     predicted = counts.flip(1).cumsum(1).flip(1)[:, 1:]  # pixels with level > k, i.e. h ≥ t_k
     inter = inside.flip(1).cumsum(1).flip(1)[:, 1:]
     union = predicted + m.sum(1, keepdim=True) - inter

@@ -41,7 +41,8 @@ def dilate(masks: Tensor, radius: float) -> Tensor:
     """B×H×W boolean masks grown by every pixel within ``radius`` px (Euclidean) of them.
 
     The disc is taken row by row: offset dy reaches ``|dx| ≤ ⌊√(r² − dy²)⌋``, a horizontal window whose hits
-    are counted from a running sum along the row — O(r·H·W) additions instead of an r²-tap convolution."""
+    are counted from a running sum along the row — O(r·H·W) additions instead of an r²-tap convolution. Offsets
+    ±dy share their window, computed once and shifted both ways."""
     r = math.floor(radius)
     m = masks.bool()
     if r < 1:
@@ -50,14 +51,14 @@ def dilate(masks: Tensor, radius: float) -> Tensor:
     padded = F.pad(m.to(torch.int32), (r + 1, r, r, r))  # one extra zero column on the left for the sums
     cs = padded.cumsum(2)
     grown = torch.zeros_like(m)
-    for dy in range(-r, r + 1):
+    for dy in range(r + 1):
         half = math.isqrt(math.floor(radius**2) - dy * dy) if dy * dy <= radius**2 else -1
         if half < 0:
             continue
-        rows = cs[:, r + dy : r + dy + h]
         # window [x − half, x + half] of the unpadded row = columns (r + 1 + x ± half) of the padded sums
-        hits = rows[:, :, r + 1 + half : r + 1 + half + w] - rows[:, :, r - half : r - half + w]
-        grown |= hits > 0
+        hits = (cs[:, :, r + 1 + half : r + 1 + half + w] - cs[:, :, r - half : r - half + w]) > 0
+        for shift in {dy, -dy}:
+            grown |= hits[:, r + shift : r + shift + h]
     return grown
 
 

@@ -18,6 +18,7 @@ missing and a killed run resumes without trusting a half-written entry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -25,7 +26,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -588,12 +589,21 @@ def _cells(r: Mapping[str, Any]) -> list[Any]:
 # ---------------------------------------------------------------- the run
 
 
-def _test_set(variant: str, arch: str, sizes: Sizes, dev: torch.device, root: str | Path | None, seed: int) -> _Set:
-
-    model = load(model_name(arch, variant)).to(dev).eval()
-    size = int(getattr(model, "meta", {}).get("image_size", 112))
+def _test_data(variant: str, size: int, sizes: Sizes, root: str | Path | None, seed: int) -> tuple[Tensor, ...]:
+    """One variant's test split at one image size: images, labels, masks and the masks grown by each pointing-game
+    tolerance (read once per variant, shared by the models)."""
     data = An8Flower(variant, "test", size=size, seed=seed, root=root, per_class=sizes.per_class, progress=False)
     images, labels, masks = data.tensors()
+    return images, labels, masks, *(dilate(masks, tol) for tol in POINTING.values())
+
+
+def _test_set(
+    variant: str, arch: str, dev: torch.device, data: Callable[[int], tuple[Tensor, ...]], sizes: Sizes
+) -> _Set:
+    """The test set of one variant with one model; ``data(size)`` gives :func:`_test_data` at the model's size."""
+    model = load(model_name(arch, variant)).to(dev).eval()
+    size = int(getattr(model, "meta", {}).get("image_size", 112))
+    images, labels, masks, *grown = data(size)
     images = images.to(dev)
     model_id = _digest(*(p for p in model.state_dict().values()))
     _, h, w = layer_shape(model, default_cam_layer(model), size)
@@ -609,7 +619,7 @@ def _test_set(variant: str, arch: str, sizes: Sizes, dev: torch.device, root: st
         _balanced(labels, sizes.sanity),
         _digest(images, masks, labels, model_id),
         (h, w),
-        {c: dilate(masks, tol).to(dev) for c, tol in POINTING.items()},
+        {c: g.to(dev) for c, g in zip(POINTING, grown, strict=True)},
     )
 
 
@@ -664,9 +674,10 @@ def run(
     bar = tqdm(total=len(todo) * len(variants) * len(archs), desc="evaluating", unit="entry", disable=not progress)
     for variant in variants:
         result.class_names[variant] = class_names(variant)
+        data = functools.cache(lambda size, v=variant: _test_data(v, size, sizes, root, seed))
         for arch in archs:
             bar.set_description(f"loading {arch} · {variant}")
-            s = _test_set(variant, arch, sizes, dev, root, seed)
+            s = _test_set(variant, arch, dev, data, sizes)
             result.labels[variant] = s.labels
             for label, method, params in todo:
                 bar.set_description(f"{label} · {arch} · {variant}")

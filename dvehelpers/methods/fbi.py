@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..checks import check_images, preserved
+from ..devices import is_channels_last
 from ..engine import DECONVNET, Node, RuleSet, Trace, capture, needs, one_hot, propagate, record
 from ..engine.rules import gradient as exact
 from ..evaluate.iou import per_image_iou
@@ -146,12 +147,14 @@ def forward_backward_mask(signal: Tensor, acts: Tensor, mask: str, tau: float, k
     product = signal * acts
     if mask == "tau":
         return torch.where(product > tau, signal, 0)
-    flat = product.flatten(1)
+    # each image's products as one row, in memory order (no copy of a channels-last tensor): order is irrelevant
+    flat = product.permute(0, 2, 3, 1) if is_channels_last(product) else product
+    flat = flat.reshape(product.shape[0], -1)
     keep = max(1, math.ceil(keep_fraction * flat.shape[1]))
     # Entries at or above the keep-th largest product pass, and only positive ones (with fewer positive products
     # than `keep`, every positive one passes).
     cut = _kth_largest(flat, keep).clamp_min(torch.finfo(flat.dtype).tiny)
-    return torch.where((flat >= cut).view_as(signal), signal, 0)
+    return torch.where(product >= cut.view(-1, *[1] * (product.ndim - 1)), signal, 0)
 
 
 _SAMPLE = 1 << 16

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...devices import conv_layout
+from ...devices import conv_layout, is_channels_last
 from ..graph import Node
 from ..record import Trace
 from ..walk import RuleSet, needs
@@ -91,8 +91,7 @@ def smooth(node: Node, trace: Trace, signal: Tensor) -> Tensor:
 def _stand_in(signal: Tensor, shape: torch.Size) -> Tensor:
     # the pooling backward kernels read only the input's shape and strides; in the signal's memory layout, so that
     # they do not convert a channels-last signal (conv_layout) and its switches to the default layout and back
-    last = signal.ndim == 4 and not signal.is_contiguous() and signal.is_contiguous(memory_format=torch.channels_last)
-    layout = torch.channels_last if last else torch.contiguous_format
+    layout = torch.channels_last if is_channels_last(signal) else torch.contiguous_format
     return torch.empty(shape, dtype=signal.dtype, device=signal.device, memory_format=layout)
 
 
