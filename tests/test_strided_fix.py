@@ -55,6 +55,27 @@ def test_rule_equals_the_slow_reference_and_keeps_the_input_size(k: int, s: int,
     torch.testing.assert_close(got, reference(conv, x, signal))
 
 
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "groups", "k", "s", "p", "d", "size"),
+    [(4, 6, 2, 5, 2, 2, 1, 40), (3, 5, 1, 4, 2, 1, 1, 31), (6, 6, 6, 3, 3, 3, 2, 43), (3, 4, 1, 3, 2, 1, 1, 41)],
+)
+def test_the_stride_s_form_when_the_resize_is_an_exact_block_replication(
+    c_in: int, c_out: int, groups: int, k: int, s: int, p: int, d: int, size: int
+) -> None:
+    """Where n' is s times the signal's size (the first three cases; the last is not, 2·21 ≠ 41), the rule runs as
+    one stride-s transposed convolution with a box-summed kernel: grouped, even-sized, depthwise and dilated
+    kernels equal the resize-then-transpose reference all the same."""
+    torch.manual_seed(4)
+    conv = nn.Conv2d(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=groups).double()
+    x = torch.rand(2, c_in, size, size, dtype=torch.float64)
+    signal = torch.randn_like(conv(x))
+    n_prime = size + 2 * p - d * (k - 1)
+    assert (n_prime == s * signal.shape[-1]) == (size != 41)
+    got = fixed(conv, x, signal)
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, reference(conv, x, signal))
+
+
 def test_stride_one_convolutions_keep_the_exact_rule() -> None:
     """On a network without strided convolutions (our VGG) the rule set is guided backprop itself."""
     model, x = small("vgg"), seeded_images(1, b=2)

@@ -88,7 +88,12 @@ def max_on(heatmaps: Tensor, regions: Tensor, ties: str = "share") -> Tensor:
     hits = at_max & regions.to(heatmaps.device).flatten(1)
     if ties == "any":
         return hits.any(1).to(heatmaps.dtype)
-    return hits.sum(1).to(heatmaps.dtype) / at_max.sum(1)
+    return _count(hits).to(heatmaps.dtype) / _count(at_max)
+
+
+def _count(flags: Tensor) -> Tensor:
+    # the True entries of each row, summed as bytes into int32 (a bool sum goes through int64: twice the time)
+    return flags.view(torch.uint8).sum(1, dtype=torch.int32)
 
 
 #: What removed (deletion) or not-yet-inserted (insertion) pixels become.

@@ -598,7 +598,7 @@ def _test_data(variant: str, size: int, sizes: Sizes, root: str | Path | None, s
 
 
 def _test_set(
-    variant: str, arch: str, dev: torch.device, data: Callable[[int], tuple[Tensor, ...]], sizes: Sizes
+    variant: str, arch: str, dev: torch.device, data: Callable[[int], tuple[Tensor, ...]], sizes: Sizes, batch_size: int
 ) -> _Set:
     """The test set of one variant with one model; ``data(size)`` gives :func:`_test_data` at the model's size."""
     model = load(model_name(arch, variant)).to(dev).eval()
@@ -614,7 +614,7 @@ def _test_set(
         images,
         labels,
         masks,
-        predict(model, images).to(dev),
+        predict(model, images, batch_size).to(dev),
         _balanced(labels, sizes.faithfulness),
         _balanced(labels, sizes.sanity),
         _digest(images, masks, labels, model_id),
@@ -677,7 +677,7 @@ def run(
         data = functools.cache(lambda size, v=variant: _test_data(v, size, sizes, root, seed))
         for arch in archs:
             bar.set_description(f"loading {arch} · {variant}")
-            s = _test_set(variant, arch, dev, data, sizes)
+            s = _test_set(variant, arch, dev, data, sizes, batch_size)
             result.labels[variant] = s.labels
             for label, method, params in todo:
                 bar.set_description(f"{label} · {arch} · {variant}")
