@@ -21,8 +21,9 @@ def device() -> torch.device:
 def conv_layout(t: Tensor) -> Tensor:
     """A 4-D tensor (images, activations, convolution weights) in the memory layout in which the device's
     convolutions run fastest, values and logical shape unchanged: channels-last on the CPU, where oneDNN classifies
-    a batch of our VGG-style models in half the time, and computes their gradients in 0.8× (``benchmarks/``); as it
-    is on other devices. A convolution follows its operands' layout, so a model is not touched: its input is."""
+    a batch of the an8Flower VGG in 0.53× the time and runs one forward+backward pass of VGG-16 in 0.86×
+    (``benchmarks/``); as it is on other devices. A convolution follows its operands' layout, so a model is not
+    touched: its input is."""
     if t.ndim == 4 and t.device.type == "cpu":
         return t.contiguous(memory_format=torch.channels_last)
     return t
