@@ -4,6 +4,7 @@ site``."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from .data import SPLITS, VARIANTS, An8Flower
-from .evaluate.protocol import ARCHS, Sizes, run
+from .evaluate.protocol import ARCHS, REFERENCE_ROWS, Sizes, run
 from .methods.vebi import fit_shipped
 from .models import ARCHS as BUILT
 from .models import build, default_size, layer_table, load
@@ -75,20 +76,37 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    sizes = Sizes.default(args.quick or None)
+    if args.per_class is not None:
+        sizes = dataclasses.replace(sizes, per_class=args.per_class)
     ev = run(
         methods=_names(args.methods),
         variants=_names(args.variants) or ("single-6c", "double-12c"),
         archs=_names(args.archs) or ARCHS,
         device=args.device,
         root=args.root,
-        sizes=Sizes.default(args.quick or None),
+        sizes=sizes,
         cache=False if args.no_cache else (args.cache or (Path(args.out) / "cache" if args.out else True)),
+        references=REFERENCE_ROWS if args.references is None else (_names(args.references) or []),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        folders=dict(_pair(f) for f in args.folder or []),
     )
+    if ev is None:  # a torchrun rank other than 0: rank 0 writes the results
+        return 0
     paths = ev.write(args.out)
     print(ev.summary())
-    print(f"\n{len(ev.computed)} of {len(ev.entries)} entries computed, the rest read from the cache")
-    print(f"results -> {paths[0].parent}/ ({', '.join(p.name for p in paths[:4])} and {len(paths) - 4} figures)")
+    print(f"\n{len(ev.computed)} of {len(ev.entries)} entries computed ({ev.parts} batch results), the rest cached")
+    tables = ", ".join(p.name for p in paths[:4])
+    print(f"results -> {paths[0].parent}/ ({tables}, {len(paths) - 5} figures, timing.csv)")
     return 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    variant, sep, folder = text.partition("=")
+    if not sep or not folder:
+        raise SystemExit(f"--folder takes VARIANT=PATH (e.g. single-6c=~/my_set), got {text!r}")
+    return variant, folder
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -157,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--out", default=None, help="output folder (default $DVE_RESULTS or results/)")
     ev.add_argument("--cache", default=None, help="cache folder (default <out>/cache)")
     ev.add_argument("--no-cache", action="store_true", help="recompute everything, store nothing")
+    ev.add_argument("--folder", action="append", help="VARIANT=PATH: an image folder with masks as that test split")
+    ev.add_argument("--per-class", type=int, default=None, help="test images per class (default: the split's)")
+    ev.add_argument("--references", action="append", help="comma-separated reference rows ('' for none; default: all)")
+    ev.add_argument("--batch-size", type=int, default=32, help="images per batch (part of the cache key)")
+    ev.add_argument("--workers", type=int, default=2, help="DataLoader reader processes per rank (default 2)")
     ev.set_defaults(fn=cmd_evaluate)
     render = sub.add_parser("render", help="render the an8Flower-synth splits into the cache")
     render.add_argument("--variant", action="append", choices=["single-6c", "double-12c"])

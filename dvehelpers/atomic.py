@@ -1,18 +1,24 @@
 """Atomic writes: a file is written to a temporary name beside it and renamed into place, so that a reader (or a
-later run) sees the old file or the new one, never half of one. Every file the package writes goes through here."""
+later run) sees the old file or the new one, never half of one. Every file the package writes goes through here,
+and so does the lock that keeps two processes from writing one folder at once (:func:`locked`)."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["replacing", "write_bytes", "write_text", "save"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["replacing", "write_bytes", "write_text", "save", "locked"]
 
 
 @contextmanager
@@ -46,3 +52,26 @@ def save(obj: Any, path: str | os.PathLike[str]) -> Path:
     with replacing(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+@contextmanager
+def locked(path: str | os.PathLike[str], waiting: Callable[[], None] | None = None) -> Iterator[Path]:
+    """Hold an exclusive advisory lock on the file ``path`` (created if missing) for the ``with`` block; another
+    process asking for it blocks until then (``waiting`` is called once if it has to wait). The operating system
+    releases the lock when its holder dies, so a killed run never leaves a stale lock. POSIX ``flock``: it guards
+    processes on one machine or a file system that honours it (not every network file system does)."""
+    if fcntl is None:  # pragma: no cover - Windows
+        raise OSError("dvehelpers' folder lock needs POSIX flock (Linux, macOS); run one evaluation per folder")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

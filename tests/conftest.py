@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,3 +161,13 @@ def shipped_files_untouched() -> Iterator[None]:
     yield
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
     assert after == before, "a test changed the shipped files in data/models"
+
+
+def export_folder(split: object, root: Path) -> Path:
+    """A rendered split copied into an image folder with masks: ``root/<kk>_<class>/`` and ``<root>_MASK/…``."""
+    for c, name in enumerate(split.classes):  # type: ignore[attr-defined]
+        for it in (it for it in split.info if it["label"] == c):  # type: ignore[attr-defined]
+            for tree, rel in ((root, it["image"]), (root.with_name(f"{root.name}_MASK"), it["mask"])):
+                (tree / f"{c:02d}_{name}").mkdir(parents=True, exist_ok=True)
+                shutil.copy(split.dir / rel, tree / f"{c:02d}_{name}" / Path(rel).name)  # type: ignore[attr-defined]
+    return root

@@ -14,6 +14,7 @@ from PIL import Image
 import dvehelpers as dh
 from dvehelpers.data import an8flower, render
 from dvehelpers.data.render import coloured_parts, render_scenes, sample_scenes
+from tests.conftest import export_folder
 
 
 @pytest.mark.parametrize("variant", ["single-6c", "double-12c"])
@@ -218,6 +219,29 @@ def test_official_layout_is_read_with_labels_and_binary_masks(tmp_path: Path) ->
         assert int(rows.min()) == 4 * (label + 1)  # class c's square starts at row 4c: labels are c − 1
     with pytest.raises(ValueError, match="holds 6 classes"):
         dh.data.An8Flower("double-12c", "train", root=root)
+    streamed = dh.data.An8Flower("single-6c", "test", size=40, root=root, stream=True)
+    assert streamed.images is None and torch.equal(streamed.labels, parts["test"].labels)
+    for got, want in zip(streamed.tensors(), parts["test"].tensors(), strict=True):
+        assert torch.equal(got, want)  # read item by item from the files: the same split
+    assert streamed.identity() == parts["test"].identity()
+
+
+def test_an_image_folder_with_masks_streams_like_the_rendered_split(tmp_path: Path) -> None:
+    split = dh.data.An8Flower("single-6c", "test", progress=False)
+    root = export_folder(split, tmp_path / "mine")
+    folder = dh.data.masked_folder(root, size=112)
+    assert folder.classes == [f"{c:02d}_{n}" for c, n in enumerate(split.classes)]
+    order = torch.sort(split.labels, stable=True).indices  # the folder lists class by class, in file-name order
+    images, labels, masks = split.tensors()
+    for i, j in enumerate(order[:: len(order) // 7].tolist()):
+        image, label, mask = folder[int(i * (len(order) // 7))]
+        assert label == int(labels[j]) and torch.equal(image, images[j]) and torch.equal(mask, masks[j])
+    assert folder.identity() != split.identity() and len(folder.identity()) == 64
+    (tmp_path / "mine_MASK" / folder.classes[0] / folder.pairs[0][0].name).unlink()
+    with pytest.raises(FileNotFoundError, match="no mask for .*mine_MASK"):
+        dh.data.masked_folder(root)
+    with pytest.raises(ValueError, match="missing \\['zebra'\\]"):
+        dh.data.masked_folder(root, classes=["zebra"])
 
 
 def test_render_classes_share_one_scene_and_rotation_sweep_turns_it() -> None:

@@ -14,6 +14,7 @@ import dvehelpers as dh
 from dvehelpers import protocol
 from dvehelpers.evaluate import iou
 from dvehelpers.evaluate.protocol import Cache, Sizes, run
+from tests.conftest import export_folder
 
 QUICK = Sizes.default(quick=True)
 
@@ -74,38 +75,48 @@ def _numbers(ev: protocol.Evaluation) -> list[dict]:
 
 def test_a_killed_run_resumes_from_its_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clean = _tiny_run(False)
-    calls: list[str] = []
+    assert clean.parts == 4 * 2  # 4 rows x 2 batches of 32 of the 60 quick test images
     real = iou.explain  # the name the evaluation's loops call
 
     def dies_on_activation(name: str, *args: object, **kwargs: object) -> torch.Tensor:
-        calls.append(name)
         if name == "activation":
-            raise KeyboardInterrupt  # the user pressed Ctrl-C during the second method
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the second method of the first batch
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(iou, "explain", dies_on_activation)
     with pytest.raises(KeyboardInterrupt):
         _tiny_run(tmp_path)
-    assert len(list(tmp_path.glob("*.pt"))) == 1  # gradcam's entry, complete; nothing else
+    assert not list(tmp_path.glob("*.pt")) and len(list(tmp_path.glob("*.parts/*.pt"))) == 1  # gradcam's batch 0
     monkeypatch.setattr(iou, "explain", real)
 
-    resumed_calls: list[str] = []
-    monkeypatch.setattr(iou, "explain", lambda n, *a, **k: resumed_calls.append(n) or real(n, *a, **k))
     resumed = _tiny_run(tmp_path)
-    assert "gradcam" not in resumed_calls and "activation" in resumed_calls  # finished entries are not redone
-    assert ("gradcam", "single-6c", "alexnet") not in resumed.computed
-    assert set(resumed.computed) == {
-        ("activation", "single-6c", "alexnet"),
-        ("reference: constant", "single-6c", "alexnet"),
-        ("reference: mask", "single-6c", "alexnet"),
-    }
-    assert _numbers(resumed) == _numbers(clean)
+    assert resumed.parts == 4 * 2 - 1  # everything but the batch that was kept
+    assert len(resumed.computed) == 4 and _numbers(resumed) == _numbers(clean)
+    assert not list(tmp_path.glob("*.parts"))  # finished entries replace their parts
     # damage one finished entry: only it is recomputed, and the numbers come out the same
     victim = max(tmp_path.glob("*.pt"), key=lambda p: p.stat().st_mtime)
     victim.write_bytes(victim.read_bytes()[:100])
     again = _tiny_run(tmp_path)
-    assert len(again.computed) == 1 and _numbers(again) == _numbers(clean)
-    assert _tiny_run(tmp_path).computed == []  # and a third run computes nothing
+    assert len(again.computed) == 1 and again.parts == 2 and _numbers(again) == _numbers(clean)
+    # a damaged part is not trusted either
+    store = Cache(tmp_path)
+    store.put_part("k", 3, {"iou": torch.ones(2, 3)})
+    part = tmp_path / "k.parts" / "0000003.pt"
+    assert store.get_part("k", 3) is not None and list(store.parts("k")) == [3]
+    part.write_bytes(part.read_bytes()[:-7])
+    assert store.get_part("k", 3) is None
+    assert _tiny_run(tmp_path).computed == []  # and a run with nothing missing computes nothing
+
+
+def test_an_image_folder_with_masks_is_evaluated_like_the_split_it_holds(tmp_path: Path) -> None:
+    split = dh.data.An8Flower("single-6c", "test", progress=False)
+    folder = export_folder(split, tmp_path / "mine")
+    rendered, mine = _tiny_run(False), _tiny_run(False, folders={"single-6c": folder})
+    for a, b in zip(rendered.rows(), mine.rows(), strict=True):  # the same images, listed class by class
+        assert a["method"] == b["method"] and a["mean_iou"] == pytest.approx(b["mean_iou"], abs=1e-9)
+        assert a["pointing_torchray"] == pytest.approx(b["pointing_torchray"], abs=1e-9)
+    with pytest.raises(ValueError, match="holds 6 classes; the double-12c models have 12"):
+        run(["gradcam"], variants=["double-12c"], archs=["alexnet"], folders={"double-12c": folder}, cache=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
-"""Data: the an8Flower-synth renderer and dataset, and the official an8Flower layout."""
+"""Data: the an8Flower-synth renderer and dataset, the official an8Flower layout, and any image folder with masks
+(streamed from the files for the evaluation)."""
 
 from .an8flower import SPLITS, An8Flower, default_cache, one_per_class
+from .files import MaskedImages, masked_folder
 from .render import (
     COLOURS,
     PARTS,
@@ -17,6 +19,8 @@ from .render import (
 
 __all__ = [
     "An8Flower",
+    "MaskedImages",
+    "masked_folder",
     "SPLITS",
     "default_cache",
     "one_per_class",

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import replacing, write_text
 from ..devices import device as default_device
+from .files import MaskedImages, find_mask, read_pair
 from .render import VARIANTS, class_names, render_scenes, sample_scenes
 
 __all__ = ["An8Flower", "SPLITS", "per_class_default", "default_cache", "RENDER_VERSION"]
@@ -74,11 +74,17 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_text(path, json.dumps(data, indent=1))
 
 
+def _digest_manifest(config: dict[str, Any], sums: list[tuple[str, str]]) -> str:
+    return hashlib.sha256(json.dumps([config, sums]).encode()).hexdigest()
+
+
 class An8Flower(Dataset):
     """``(image 3×H×W float in [0, 1], label, mask H×W bool)`` triples of an an8Flower variant and split.
 
     ``variant``: ``"single-6c"`` (mask = petals) or ``"double-12c"`` (index = part × 6 + colour; mask = the
     coloured part). ``per_class`` defaults to :data:`PER_CLASS` (or the quick sizes under ``DVE_QUICK=1``).
+    ``stream``: hold only the file list and the labels, and read each image and mask when it is asked for (what
+    the evaluation does, through a ``DataLoader`` with workers); ``images`` and ``masks`` are then None.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class An8Flower(Dataset):
         cache: str | Path | None = None,
         per_class: int | None = None,
         progress: bool = True,
+        stream: bool = False,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
@@ -103,14 +110,24 @@ class An8Flower(Dataset):
         self.classes = class_names(variant)
         self.official = root is not None
         if root is not None:
-            self.images, self.labels, self.masks = _read_official(Path(root), variant, split, size, seed)
+            pairs, self.labels = _official_files(Path(root), variant, split, seed)
             self.info: list[dict[str, Any]] = [{} for _ in range(len(self.labels))]
+            self.files = MaskedImages(pairs, self.labels, self.classes, size, polarity=True)
         else:
             self.per_class = per_class_default(split) if per_class is None else per_class
             if self.per_class < 1:
                 raise ValueError(f"per_class must be >= 1, got {self.per_class}")
             self.dir = Path(cache or default_cache()) / f"{variant}_s{size}_seed{seed}"
-            self.images, self.labels, self.masks, self.info = self._load_or_render(progress)
+            self.labels, self.info = self._load_or_render(progress)
+            pairs = [(self.dir / it["image"], self.dir / it["mask"]) for it in self.info]
+            sums = [(it["sha256"], it["mask_sha256"]) for it in self.info]
+            self.files = MaskedImages(pairs, self.labels, self.classes, identity=_digest_manifest(self._config(), sums))
+        self.stream = stream
+        self.images: Tensor | None = None
+        self.masks: Tensor | None = None
+        if not stream:
+            images, masks = zip(*(read_pair(*pair, size, self.official) for pair in self.files.pairs), strict=True)
+            self.images, self.masks = torch.stack(images), torch.stack(masks)
 
     # ------------------------------------------------------------ dataset protocol
 
@@ -118,10 +135,20 @@ class An8Flower(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, Tensor]:
+        if self.images is None or self.masks is None:  # streamed: read from the files
+            return self.files[i]
         return self.images[i].float() / 255, int(self.labels[i]), self.masks[i]
 
+    def identity(self) -> str:
+        """A digest of the split's contents (the rendered cache's checksums, or the official files' bytes)."""
+        return self.files.identity()
+
     def tensors(self, device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """The whole split at once: images N×3×H×W float in [0, 1], labels N, masks N×H×W bool."""
+        """The whole split at once: images N×3×H×W float in [0, 1], labels N, masks N×H×W bool (read from the
+        files when streamed)."""
+        if self.images is None or self.masks is None:
+            images, labels, masks = zip(*(self.files[i] for i in range(len(self))), strict=True)
+            return torch.stack(images).to(device), self.labels.to(device), torch.stack(masks).to(device)
         return (self.images.to(device).float() / 255, self.labels.to(device), self.masks.to(device))
 
     def part_maps(self, device: torch.device | str | None = None) -> Tensor:
@@ -159,7 +186,8 @@ class An8Flower(Dataset):
             "render_version": RENDER_VERSION,
         }
 
-    def _load_or_render(self, progress: bool) -> tuple[Tensor, Tensor, Tensor, list[dict[str, Any]]]:
+    def _load_or_render(self, progress: bool) -> tuple[Tensor, list[dict[str, Any]]]:
+        """The labels and the manifest items of the split, rendering whatever is missing or damaged first."""
         n = self.per_class * len(self.classes)
         labels = torch.arange(n) % len(self.classes)
         scenes = sample_scenes(n, _split_seed(self.seed, self.split))
@@ -176,9 +204,7 @@ class An8Flower(Dataset):
         bad = [i for i, it in enumerate(items) if it is None or not self._intact(it)]
         if bad:
             self._render(bad, scenes, labels, items, progress)
-        images = torch.stack([self._read(it["image"], rgb=True) for it in items])  # type: ignore[index]
-        masks = torch.stack([self._read(it["mask"], rgb=False) > 127 for it in items])  # type: ignore[index]
-        return images, labels, masks, items  # type: ignore[return-value]
+        return labels, items  # type: ignore[return-value]
 
     def _intact(self, item: dict[str, Any]) -> bool:
         paths = self.dir / item["image"], self.dir / item["mask"]
@@ -186,11 +212,6 @@ class An8Flower(Dataset):
             item["sha256"],
             item["mask_sha256"],
         )
-
-    def _read(self, rel: str, rgb: bool) -> Tensor:
-        arr = np.asarray(Image.open(self.dir / rel).convert("RGB" if rgb else "L"))
-        t = torch.from_numpy(arr.copy())
-        return t.permute(2, 0, 1) if rgb else t
 
     def _render(
         self,
@@ -246,21 +267,8 @@ def one_per_class(labels: Tensor, k: int = 0) -> Tensor:
 # ---------------------------------------------------------------- the official layout
 
 
-def _find_mask(root: Path, image: Path) -> Path | None:
-    rel = image.relative_to(root)
-    candidates = [root.parent / f"{root.name}_MASK" / rel]
-    for k in range(len(rel.parts) - 1):  # any folder of the path with _MASK appended
-        parts = list(rel.parts)
-        parts[k] += "_MASK"
-        candidates.append(root.joinpath(*parts))
-    for c in candidates:
-        for name in (c.name, f"{c.stem}.png", f"{c.stem}.jpg", f"{c.stem}_MASK{c.suffix}", f"{c.stem}_MASK.png"):
-            if (c.parent / name).is_file():
-                return c.parent / name
-    return None
-
-
-def _read_official(root: Path, variant: str, split: str, size: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+def _official_files(root: Path, variant: str, split: str, seed: int) -> tuple[list[tuple[Path, Path]], Tensor]:
+    """The (image, mask) files and labels of one split of the official layout under ``root``."""
     if not root.is_dir():
         raise FileNotFoundError(f"an8Flower root {root} is not a folder")
     files = sorted(
@@ -274,29 +282,18 @@ def _read_official(root: Path, variant: str, split: str, size: int, seed: int) -
     if len(ids) != VARIANTS[variant]:
         raise ValueError(f"{root} holds {len(ids)} classes ({ids}); {variant} has {VARIANTS[variant]}")
     # The official split is not published with the files: a fixed 70/10/20 split per class by seed.
-    chosen: list[Path] = []
-    for cid in ids:
+    pairs: list[tuple[Path, Path]] = []
+    labels: list[int] = []
+    for k, cid in enumerate(ids):
         own = [p for p in files if int(_OFFICIAL.search(p.name).group(1)) == cid]  # type: ignore[union-attr]
         order = torch.randperm(len(own), generator=torch.Generator().manual_seed(seed * 31 + cid)).tolist()
         n_train, n_val = round(0.7 * len(own)), round(0.1 * len(own))
         bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, len(own))}
         lo, hi = bounds[split]
-        chosen += [own[i] for i in sorted(order[lo:hi])]
-    images, labels, masks = [], [], []
-    for p in chosen:
-        mask_path = _find_mask(root, p)
-        if mask_path is None:
-            raise FileNotFoundError(f"no mask for {p} in a parallel …_MASK tree")
-        img = torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)
-        m = torch.from_numpy(np.asarray(Image.open(mask_path).convert("L")).copy()) > 127
-        if m.float().mean() > 0.5:  # polarity: the coloured part is the minority of the image
-            m = ~m
-        images.append(
-            F.interpolate(img[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-            .round()
-            .clamp(0, 255)
-            .to(torch.uint8)
-        )
-        masks.append(F.interpolate(m[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5)
-        labels.append(ids.index(int(_OFFICIAL.search(p.name).group(1))))  # type: ignore[union-attr]
-    return torch.stack(images), torch.tensor(labels), torch.stack(masks)
+        for p in (own[i] for i in sorted(order[lo:hi])):
+            mask = find_mask(root, p)
+            if mask is None:
+                raise FileNotFoundError(f"no mask for {p} in a parallel …_MASK tree")
+            pairs.append((p, mask))
+            labels.append(k)
+    return pairs, torch.tensor(labels)

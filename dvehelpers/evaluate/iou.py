@@ -139,13 +139,16 @@ REFERENCES = {
 }
 
 
-def reference_maps(kind: str, masks: Tensor, grid: tuple[int, int] | None = None, seed: int = 0) -> Tensor:
+def reference_maps(
+    kind: str, masks: Tensor, grid: tuple[int, int] | None = None, seed: int = 0, index: Tensor | None = None
+) -> Tensor:
     """B×H×W reference heatmaps for the masks' images, one of :data:`REFERENCES`.
 
     ``grid`` (h, w) is required for ``"mask_lowres"``: the resolution of the explained layer (7×7 for the
     small VGG's ``relu5_2`` at 112²). Area averaging then bilinear upsampling is what a CAM at that layer
     does to the mask; it indicates what that resolution allows, but it is no bound (a sharper monotone
-    transform of it can score higher).
+    transform of it can score higher). ``index``: the images' positions in their set; given, each ``"random"`` map
+    is drawn from its own generator seeded by ``(seed, index)``, so it does not depend on the batch it is drawn in.
     """
     if kind not in REFERENCES:
         raise ValueError(f"unknown reference {kind!r}; valid: {', '.join(REFERENCES)}")
@@ -155,6 +158,11 @@ def reference_maps(kind: str, masks: Tensor, grid: tuple[int, int] | None = None
         return torch.full((b, h, w), 0.5, dtype=dtype, device=dev)
     if kind == "mask":
         return masks.to(dtype)
+    if kind == "random" and index is not None:
+        if len(index) != b:
+            raise ValueError(f"index must give one position per mask ({b}), got {len(index)}")
+        gs = [torch.Generator().manual_seed(seed * 1_000_003 + int(i)) for i in index]
+        return torch.stack([torch.rand(h, w, generator=g, dtype=dtype) for g in gs]).to(dev)
     if kind == "random":
         g = torch.Generator().manual_seed(seed)
         return torch.rand(b, h, w, generator=g, dtype=dtype).to(dev)

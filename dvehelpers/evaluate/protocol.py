@@ -18,30 +18,30 @@ missing and a killed run resumes without trusting a half-written entry.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import io
-import json
+import contextlib
 import math
 import os
+import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..atomic import write_bytes
-from ..data import VARIANTS, An8Flower, class_names, one_per_class
+from ..data import VARIANTS, An8Flower, MaskedImages, class_names, masked_folder, one_per_class
 from ..devices import device as default_device
 from ..models import default_cam_layer, layer_shape, load
 from ..registry import METHODS
 from ..train import model_name, predict
 from ..viz import table
+from . import distributed
+from .cache import Cache, digest
 from .iou import REFERENCES, THRESHOLDS, class_sensitivity, heatmaps, per_class, per_image_iou, reference_maps
 from .metrics import POINTING, auc, deletion_insertion, dilate, max_on
 from .report import write_all
@@ -84,7 +84,7 @@ REFERENCE_ROWS = ("constant", "centre", "random", "mask_lowres", "mask")
 #: Deletion and insertion baselines of the protocol (ours; see :func:`run`).
 BASELINE = {"deletion": "zeros", "insertion": "zeros"}
 #: Bump when what an entry holds or how it is computed changes: older cache entries are then not used.
-PROTOCOL_VERSION = 2  # 2: pointing-game ties count as the share of maxima on the mask
+PROTOCOL_VERSION = 3  # 3: streamed in batches (the batch size in the key); random reference maps seeded per image
 
 
 @dataclass(frozen=True)
@@ -149,80 +149,38 @@ def default_results() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "results"
 
 
-# ---------------------------------------------------------------- the cache
-
-
-def _digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, Tensor):
-            h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        else:
-            h.update(json.dumps(p, sort_keys=True, default=repr).encode())
-    return h.hexdigest()
-
-
-class Cache:
-    """Entries ``<folder>/<key>.pt``: a SHA-256 line of the payload, then the payload (``torch.save`` of plain
-    tensors, numbers, strings, lists and dicts, read back with ``weights_only=True``). Written to a temporary
-    file and renamed; an entry whose checksum, key or format does not match is treated as missing."""
-
-    def __init__(self, folder: str | Path | None) -> None:
-        self.folder = None if folder is None else Path(folder)
-
-    def _path(self, key: str) -> Path:
-        assert self.folder is not None
-        return self.folder / f"{key}.pt"
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        if self.folder is None or not self._path(key).is_file():
-            return None
-        raw = self._path(key).read_bytes()
-        head, _, body = raw.partition(b"\n")
-        if head.decode(errors="replace") != hashlib.sha256(body).hexdigest():
-            return None  # half-written or damaged
-        try:
-            entry = torch.load(io.BytesIO(body), weights_only=True)
-        except Exception:  # noqa: BLE001 - any unreadable entry is recomputed, never trusted
-            return None
-        return entry["payload"] if isinstance(entry, dict) and entry.get("key") == key else None
-
-    def put(self, key: str, payload: dict[str, Any]) -> None:
-        if self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        torch.save({"key": key, "payload": payload}, buf)
-        body = buf.getvalue()
-        write_bytes(self._path(key), hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
-
-
-# ---------------------------------------------------------------- one entry
+# ---------------------------------------------------------------- one batch of one entry
 
 
 @dataclass
-class _Set:
-    """One variant's test data with one model: images on the model's device, its predictions, the subsets."""
+class _Model:
+    """One shipped model with one variant's test set: what every batch of that set shares."""
 
-    variant: str
-    arch: str
     model: nn.Module
+    grid: tuple[int, int]  # the default CAM layer's resolution (for mask_lowres)
+    faithful: Tensor  # sorted indices of the faithfulness subset in the set
+    sane: Tensor  # sorted indices of the sanity subset
+
+
+@dataclass
+class _Batch:
+    """Images ``start … start + len`` of a test set on the model's device, their predictions, and which of them
+    belong to the faithfulness and sanity subsets (indices in the batch)."""
+
+    start: int
     images: Tensor
-    labels: Tensor
     masks: Tensor
     predicted: Tensor
-    faithful: Tensor  # indices of the faithfulness subset
-    sane: Tensor  # indices of the sanity subset
-    key: str  # data + model identity
-    grid: tuple[int, int]  # the default CAM layer's resolution (for mask_lowres)
-    regions: dict[str, Tensor]  # the masks grown by each pointing-game tolerance, computed once
+    regions: dict[str, Tensor]  # the masks grown by each pointing-game tolerance
+    faithful: Tensor
+    sane: Tensor
 
 
 def _balanced(labels: Tensor, per_class: int) -> Tensor:
 
     counts = torch.bincount(labels.cpu())
     n = min(per_class, int(counts[counts > 0].min()))
-    return torch.cat([one_per_class(labels, k) for k in range(n)])
+    return torch.cat([one_per_class(labels, k) for k in range(n)]).sort().values
 
 
 @dataclass(frozen=True)
@@ -236,54 +194,99 @@ class _Settings:
     baseline: Mapping[str, str]
 
 
-def _score(s: _Set, maps: Tensor, cfg: _Settings) -> tuple[dict[str, Any], dict[str, float]]:
-    """The localisation and faithfulness part of an entry, from the maps of the whole test set."""
+def _batch(m: _Model, start: int, images: Tensor, masks: Tensor, dev: torch.device, batch_size: int) -> _Batch:
+    images, masks = images.to(dev), masks.to(dev)
+
+    def local(subset: Tensor) -> Tensor:
+        inside = subset[(subset >= start) & (subset < start + len(images))]
+        return (inside - start).to(dev)
+
+    return _Batch(
+        start,
+        images,
+        masks,
+        predict(m.model, images, batch_size).to(dev),
+        {c: dilate(masks, tol) for c, tol in POINTING.items()},
+        local(m.faithful),
+        local(m.sane),
+    )
+
+
+def _score(m: _Model, b: _Batch, maps: Tensor, cfg: _Settings) -> tuple[dict[str, Any], dict[str, float]]:
+    """The localisation and faithfulness part of a batch's results, from its maps."""
 
     t0 = time.perf_counter()
-    masks = s.masks.to(maps.device)
-    out: dict[str, Any] = {"iou": per_image_iou(maps, masks, cfg.thresholds).float().cpu()}
-    out["pointing"] = {c: max_on(maps, s.regions[c]).cpu() for c in POINTING}
+    out: dict[str, Any] = {"iou": per_image_iou(maps, b.masks, cfg.thresholds).float().cpu()}
+    out["pointing"] = {c: max_on(maps, b.regions[c]).cpu() for c in POINTING}
     t1 = time.perf_counter()
-    f = s.faithful.to(maps.device)
+    f = b.faithful
     for mode in ("deletion", "insertion"):
+        if len(f) == 0:
+            out[mode] = torch.zeros(0, cfg.sizes.steps + 1)
+            continue
         curves = deletion_insertion(
-            s.model, s.images[f], maps[f], s.predicted[f], mode, cfg.sizes.steps, cfg.baseline[mode], cfg.batch_size
+            m.model, b.images[f], maps[f], b.predicted[f], mode, cfg.sizes.steps, cfg.baseline[mode], cfg.batch_size
         )
         out[mode] = curves.probability.float().cpu()
     return out, {"scores": t1 - t0, "faithfulness": time.perf_counter() - t1}
 
 
-def _method_entry(s: _Set, method: str, params: dict[str, Any], cfg: _Settings) -> dict[str, Any]:
+def _method_part(m: _Model, b: _Batch, method: str, params: dict[str, Any], cfg: _Settings) -> dict[str, Any]:
+    """One method's results on one batch: the scores of every image, and the sanity checks of the batch's images
+    of the sanity subset (the maps under the trained model are the cascade's reference)."""
 
     with warnings.catch_warnings():
         # vebi's notice that a class has fewer relevant features than k (notebook 03) would repeat for every batch
         warnings.filterwarnings("ignore", message=r"k=\d+ is more than the number of relevant features")
         t0 = time.perf_counter()
-        maps = heatmaps(s.model, s.images, method, params, s.predicted, cfg.batch_size)
+        maps = heatmaps(m.model, b.images, method, params, b.predicted, cfg.batch_size)
         seconds = {"maps": time.perf_counter() - t0}
-        out, more = _score(s, maps, cfg)
+        out, more = _score(m, b, maps, cfg)
         seconds.update(more)
-        sane, targets = s.images[s.sane.to(s.images.device)], s.predicted[s.sane.to(s.predicted.device)]
-        reference = maps[s.sane.to(maps.device)]
-        del maps
-        t1 = time.perf_counter()
-        if METHODS[method].class_specific:
-            sens = class_sensitivity(s.model, sane, method, params, cfg.batch_size, progress=False)
-            out["sensitivity"] = {"r": sens.r.float().cpu(), "empty": sens.empty.cpu()}
-        t2 = time.perf_counter()
-        cas = cascade(s.model, sane, method, params, targets, cfg.seed, cfg.batch_size, reference=reference)
-    out["cascade"] = {"layers": cas.layers, "r": cas.r.float().cpu()}
+        t1 = t2 = time.perf_counter()
+        if len(b.sane):
+            sane, targets, reference = b.images[b.sane], b.predicted[b.sane], maps[b.sane]
+            if METHODS[method].class_specific:
+                sens = class_sensitivity(m.model, sane, method, params, cfg.batch_size, progress=False)
+                out["sensitivity"] = {"r": sens.r.float().cpu(), "empty": sens.empty.cpu()}
+            t2 = time.perf_counter()
+            cas = cascade(m.model, sane, method, params, targets, cfg.seed, cfg.batch_size, reference=reference)
+            out["cascade"] = {"layers": cas.layers, "r": cas.r.float().cpu()}
     seconds.update({"sensitivity": t2 - t1, "randomisation": time.perf_counter() - t2})
     out["seconds"] = seconds
     return out
 
 
-def _reference_entry(s: _Set, kind: str, cfg: _Settings) -> dict[str, Any]:
+def _reference_part(m: _Model, b: _Batch, kind: str, cfg: _Settings) -> dict[str, Any]:
 
     t0 = time.perf_counter()
-    maps = reference_maps(kind, s.masks, s.grid if kind == "mask_lowres" else None, cfg.seed).to(s.images.device)
-    out, seconds = _score(s, maps, cfg)
+    index = torch.arange(b.start, b.start + len(b.masks))  # random maps seeded per image, whatever the batch
+    maps = reference_maps(kind, b.masks, m.grid if kind == "mask_lowres" else None, cfg.seed, index)
+    out, seconds = _score(m, b, maps, cfg)
     out["seconds"] = {"maps": time.perf_counter() - t0 - sum(seconds.values()), **seconds}
+    return out
+
+
+def _assemble(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """An entry from its batches' parts, in image order (the sanity results of the batches that had any)."""
+
+    out: dict[str, Any] = {
+        "iou": torch.cat([p["iou"] for p in parts]),
+        "pointing": {c: torch.cat([p["pointing"][c] for p in parts]) for c in POINTING},
+        "deletion": torch.cat([p["deletion"] for p in parts]),
+        "insertion": torch.cat([p["insertion"] for p in parts]),
+    }
+    sens = [p["sensitivity"] for p in parts if "sensitivity" in p]
+    if sens:
+        out["sensitivity"] = {k: torch.cat([x[k] for x in sens]) for k in ("r", "empty")}
+    cas = [p["cascade"] for p in parts if "cascade" in p]
+    if cas:
+        out["cascade"] = {"layers": cas[0]["layers"], "r": torch.cat([c["r"] for c in cas], 1)}
+    seconds: dict[str, float] = {}
+    for p in parts:
+        for k, v in p["seconds"].items():
+            seconds[k] = seconds.get(k, 0.0) + v
+    out["seconds"] = seconds
     return out
 
 
@@ -305,7 +308,8 @@ class Evaluation:
     """What :func:`run` measured. ``entries[(label, variant, arch)]`` holds an entry's raw results (per-image IoU
     curves ``iou`` N×T, ``pointing`` hits, ``deletion`` / ``insertion`` probability curves, ``sensitivity``,
     ``cascade``, ``seconds``); ``labels[variant]`` the test labels; ``jobs`` the methods' settings (reference rows
-    are labelled ``"reference: <kind>"``)."""
+    are labelled ``"reference: <kind>"``); ``computed`` the entries finished in this call and ``parts`` how many
+    (entry, batch) results it computed, over all processes (the rest came from the cache)."""
 
     entries: dict[tuple[str, str, str], dict[str, Any]]
     labels: dict[str, Tensor]
@@ -315,6 +319,7 @@ class Evaluation:
     thresholds: Tensor
     seed: int = 0
     computed: list[tuple[str, str, str]] = field(default_factory=list)
+    parts: int = 0
     _rows: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
@@ -589,38 +594,57 @@ def _cells(r: Mapping[str, Any]) -> list[Any]:
 # ---------------------------------------------------------------- the run
 
 
-def _test_data(variant: str, size: int, sizes: Sizes, root: str | Path | None, seed: int) -> tuple[Tensor, ...]:
-    """One variant's test split at one image size: images, labels, masks and the masks grown by each pointing-game
-    tolerance (read once per variant, shared by the models)."""
-    data = An8Flower(variant, "test", size=size, seed=seed, root=root, per_class=sizes.per_class, progress=False)
-    images, labels, masks = data.tensors()
-    return images, labels, masks, *(dilate(masks, tol) for tol in POINTING.values())
-
-
-def _test_set(
-    variant: str, arch: str, dev: torch.device, data: Callable[[int], tuple[Tensor, ...]], sizes: Sizes, batch_size: int
-) -> _Set:
-    """The test set of one variant with one model; ``data(size)`` gives :func:`_test_data` at the model's size."""
-    model = load(model_name(arch, variant)).to(dev).eval()
-    size = int(getattr(model, "meta", {}).get("image_size", 112))
-    images, labels, masks, *grown = data(size)
-    images = images.to(dev)
-    model_id = _digest(*(p for p in model.state_dict().values()))
-    _, h, w = layer_shape(model, default_cam_layer(model), size)
-    return _Set(
-        variant,
-        arch,
-        model,
-        images,
-        labels,
-        masks,
-        predict(model, images, batch_size).to(dev),
-        _balanced(labels, sizes.faithfulness),
-        _balanced(labels, sizes.sanity),
-        _digest(images, masks, labels, model_id),
-        (h, w),
-        {c: g.to(dev) for c, g in zip(POINTING, grown, strict=True)},
+def _test_split(
+    variant: str, size: int, root: str | Path | None, folder: str | Path | None, sizes: Sizes, seed: int
+) -> MaskedImages | An8Flower:
+    """One variant's test split at one image size, streamed from its files: a user's image folder with masks,
+    the official layout under ``root``, or the rendered set (rendered into its cache first if need be)."""
+    if folder is not None:
+        data = masked_folder(folder, size)
+        if len(data.classes) != VARIANTS[variant]:
+            raise ValueError(
+                f"{folder} holds {len(data.classes)} classes; the {variant} models have {VARIANTS[variant]}"
+            )
+        return data
+    return An8Flower(
+        variant, "test", size=size, seed=seed, root=root, per_class=sizes.per_class, progress=False, stream=True
     )
+
+
+@dataclass
+class _Plan:
+    """What is left of one variant × model, decided by rank 0 from the cache and sent to every rank: the entries'
+    keys, and for each batch with work left the entries (indices into the job list) it still lacks."""
+
+    keys: list[str]
+    todo: dict[int, list[int]]
+
+
+def _plan(store: Cache, keys: list[str], n_batches: int, found: dict[int, dict[str, Any]]) -> _Plan:
+    todo: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        entry = store.get(key)
+        if entry is not None:
+            found[i] = entry
+            continue
+        for b in range(n_batches):
+            if store.get_part(key, b) is None:
+                todo.setdefault(b, []).append(i)
+    return _Plan(keys, dict(sorted(todo.items())))
+
+
+def _model_id(model: nn.Module) -> str:
+    return digest(*(p for p in model.state_dict().values()))
+
+
+def _keys(todo: list[tuple[str, str | None, dict[str, Any]]], model: nn.Module, data: str, protocol: Any) -> list[str]:
+    """The cache key of every entry: the method and its parameters (and what else it depends on, e.g. vebi's
+    interpretation), the data and model, and the protocol's settings."""
+    keys = []
+    for label, method, params in todo:
+        extra = None if method is None else METHODS[method].cache_identity(model, params)
+        keys.append(digest({"method": method or label, "params": params, "extra": extra}, data, protocol))
+    return keys
 
 
 def run(
@@ -637,62 +661,174 @@ def run(
     seed: int = 0,
     batch_size: int = 32,
     progress: bool = True,
-) -> Evaluation:
+    workers: int = 2,
+    folders: Mapping[str, str | Path] | None = None,
+) -> Evaluation | None:
     """Run the an8Flower evaluation: every job of ``methods`` (see :func:`select_jobs`; None = all registered
     methods and the named settings of :func:`default_jobs`) and every reference row, on the test split of each
-    variant (the official set under ``root`` when given), with the shipped VGG- and AlexNet-style models.
+    variant (the official set under ``root`` when given; ``folders[variant]``, an image folder with masks
+    (:func:`dvehelpers.data.masked_folder`), when given), with the shipped VGG- and AlexNet-style models.
+
+    The split is streamed through a ``DataLoader`` with ``workers`` reader processes in batches of ``batch_size``;
+    each batch's results are appended to the cache as it finishes, so memory does not grow with the split and a
+    killed run loses at most the batches in flight. Under ``torchrun`` (``WORLD_SIZE`` > 1) the batches are dealt
+    round-robin to the processes, each on its own device; rank 0 gathers the results, alone reads and writes the
+    cache, and returns the :class:`Evaluation` (the other ranks return None). Each batch is computed the same way
+    whichever process takes it, so the results equal a one-process run's. The run holds ``<cache>/.lock``: a second
+    run on the same folder waits for it, then reads what the first computed.
 
     ``sizes``: :meth:`Sizes.default` (quick under ``DVE_QUICK=1``). ``cache``: True = ``<results>/cache``, a folder,
-    or False/None for none. ``device``: default :func:`dvehelpers.device`. ``baseline``: what deleted / not yet
-    inserted pixels become (:data:`dvehelpers.metrics.BASELINES`), default :data:`BASELINE` — zeros for both,
-    not RISE's blurred insertion start: blur keeps the colours, the only cue of an8Flower, so every map's
-    insertion curve would start near 1. Returns an :class:`Evaluation`."""
+    or False/None for none. ``device``: default :func:`dvehelpers.device` (``cuda:LOCAL_RANK`` under torchrun).
+    ``baseline``: what deleted / not yet inserted pixels become (:data:`dvehelpers.metrics.BASELINES`), default
+    :data:`BASELINE` — zeros for both, not RISE's blurred insertion start: blur keeps the colours, the only cue of
+    an8Flower, so every map's insertion curve would start near 1."""
 
     jobs = select_jobs(methods)
-    bad = [v for v in variants if v not in VARIANTS] + [a for a in archs if a not in ARCHS]
+    folders = dict(folders or {})
+    bad = [v for v in [*variants, *folders] if v not in VARIANTS] + [a for a in archs if a not in ARCHS]
     if bad:
         raise ValueError(f"unknown variant/model {bad}; variants: {', '.join(VARIANTS)}; models: {', '.join(ARCHS)}")
     unknown = [r for r in references if r not in REFERENCES]
     if unknown:
         raise ValueError(f"unknown reference(s) {unknown}; valid: {', '.join(REFERENCES)}")
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
     sizes = sizes or Sizes.default()
     t = (THRESHOLDS if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float64)).sort().values
     folder = (default_results() / "cache") if cache is True else (cache or None)
-    store = Cache(folder)
-    dev = torch.device(device) if device is not None else default_device()
     baseline = {**BASELINE, **(baseline or {})}
     cfg = _Settings(sizes, t, seed, batch_size, baseline)
+    ctx = distributed.context(device, default_device())
+    store = Cache(folder if ctx.leader else None)
+
+    def waiting() -> None:
+        print(f"another evaluation holds {store.folder}/.lock; waiting for it to finish", file=sys.stderr, flush=True)
+
+    try:
+        with store.lock(waiting) if ctx.leader else contextlib.nullcontext():
+            return _run(jobs, variants, archs, root, folders, cfg, references, store, ctx, progress, workers)
+    finally:
+        distributed.close(ctx)
+
+
+def _run(
+    jobs: dict[str, tuple[str, dict[str, Any]]],
+    variants: Sequence[str],
+    archs: Sequence[str],
+    root: str | Path | None,
+    folders: Mapping[str, str | Path],
+    cfg: _Settings,
+    references: Sequence[str],
+    store: Cache,
+    ctx: distributed.Context,
+    progress: bool,
+    workers: int,
+) -> Evaluation | None:
     protocol = {
         "version": PROTOCOL_VERSION,
-        "sizes": asdict(sizes),
-        "thresholds": t.tolist(),
-        "seed": seed,
-        "baseline": baseline,
+        "sizes": asdict(cfg.sizes),
+        "thresholds": cfg.thresholds.tolist(),
+        "seed": cfg.seed,
+        "baseline": cfg.baseline,
+        "batch_size": cfg.batch_size,
     }
     todo = [(label, *job) for label, job in jobs.items()] + [(f"reference: {r}", None, {}) for r in references]
-    result = Evaluation({}, {}, {}, dict(jobs), sizes, t, seed)
-    bar = tqdm(total=len(todo) * len(variants) * len(archs), desc="evaluating", unit="entry", disable=not progress)
+    result = Evaluation({}, {}, {}, dict(jobs), cfg.sizes, cfg.thresholds, cfg.seed)
+    bar = tqdm(desc="evaluating", unit="batch", disable=not (progress and ctx.leader))
     for variant in variants:
         result.class_names[variant] = class_names(variant)
-        data = functools.cache(lambda size, v=variant: _test_data(v, size, sizes, root, seed))
         for arch in archs:
             bar.set_description(f"loading {arch} · {variant}")
-            s = _test_set(variant, arch, dev, data, sizes, batch_size)
-            result.labels[variant] = s.labels
-            for label, method, params in todo:
-                bar.set_description(f"{label} · {arch} · {variant}")
-                extra = None if method is None else METHODS[method].cache_identity(s.model, params)
-                ident = {"method": method or label, "params": params, "extra": extra}
-                key = _digest(ident, s.key, protocol)
-                entry = store.get(key)
-                if entry is None:
-                    if method is None:
-                        entry = _reference_entry(s, label.split(": ")[1], cfg)
-                    else:
-                        entry = _method_entry(s, method, params, cfg)
-                    store.put(key, entry)
-                    result.computed.append((label, variant, arch))
-                result.entries[(label, variant, arch)] = entry
-                bar.update()
+            model = load(model_name(arch, variant)).to(ctx.device).eval()
+            size = int(getattr(model, "meta", {}).get("image_size", 112))
+            if ctx.leader:  # renders the split into its cache if need be, before the others read it
+                data = _test_split(variant, size, root, folders.get(variant), cfg.sizes, cfg.seed)
+            distributed.barrier(ctx)
+            if not ctx.leader:
+                data = _test_split(variant, size, root, folders.get(variant), cfg.sizes, cfg.seed)
+            labels = data.labels
+            result.labels[variant] = labels
+            _, h, w = layer_shape(model, default_cam_layer(model), size)
+            m = _Model(model, (h, w), _balanced(labels, cfg.sizes.faithfulness), _balanced(labels, cfg.sizes.sanity))
+            n_batches = -(-len(labels) // cfg.batch_size)
+            found: dict[int, dict[str, Any]] = {}
+            plan = None
+            if ctx.leader:
+                identity = digest(data.identity(), _model_id(model))
+                keys = []
+                for label, method, params in todo:
+                    extra = None if method is None else METHODS[method].cache_identity(model, params)
+                    keys.append(
+                        digest({"method": method or label, "params": params, "extra": extra}, identity, protocol)
+                    )
+                plan = _plan(store, keys, n_batches, found)
+            plan = distributed.broadcast(plan, ctx)
+            bar.reset(total=len(plan.todo))
+            bar.set_description(f"{arch} · {variant}")
+            result.parts += _compute(plan, data, m, todo, cfg, store, ctx, workers, bar)
+            if ctx.leader:
+                for i, (label, _, _) in enumerate(todo):
+                    if i not in found:
+                        found[i] = _assemble([store.get_part(plan.keys[i], b) for b in range(n_batches)])  # type: ignore[misc]
+                        store.put(plan.keys[i], found[i])
+                        store.drop_parts(plan.keys[i])
+                        result.computed.append((label, variant, arch))
+                    result.entries[(label, variant, arch)] = found[i]
     bar.close()
-    return result
+    return result if ctx.leader else None
+
+
+def _compute(
+    plan: _Plan,
+    data: Any,
+    m: _Model,
+    todo: list[tuple[str, str | None, dict[str, Any]]],
+    cfg: _Settings,
+    store: Cache,
+    ctx: distributed.Context,
+    workers: int,
+    bar: Any,
+) -> int:
+    """Compute the planned batches, round-robin over the ranks, one batch per rank per round; rank 0 writes each of
+    its own parts as it is computed and the others' after each round's gather. Returns (on rank 0) how many parts were
+    computed over all ranks."""
+
+    batches = list(plan.todo)
+    mine = batches[ctx.rank :: ctx.world]
+    n = len(data)
+    sampler = [list(range(b * cfg.batch_size, min((b + 1) * cfg.batch_size, n))) for b in mine]
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=min(workers, len(sampler)))
+    stream = iter(loader)
+    count = 0
+    for r in range(-(-len(batches) // ctx.world)):
+        done: tuple[int, dict[int, dict[str, Any]]] | None = None
+        if r < len(mine):
+            images, _, masks = next(stream)
+            b = _batch(m, mine[r] * cfg.batch_size, images, masks, ctx.device, cfg.batch_size)
+            parts = {}
+            for i in plan.todo[mine[r]]:
+                _, method, params = todo[i]
+                if method is None:
+                    parts[i] = _reference_part(m, b, todo[i][0].split(": ")[1], cfg)
+                else:
+                    parts[i] = _method_part(m, b, method, params, cfg)
+                if ctx.leader:  # kept at once: a crash now loses nothing finished
+                    store.put_part(plan.keys[i], mine[r], parts[i])
+            done = (mine[r], parts)
+        gathered = distributed.gather(None if ctx.leader else done, ctx)
+        if ctx.leader:
+            for other in gathered[1:] if gathered else []:
+                _store_parts(store, plan, other)
+            every = [x for x in [done, *(gathered or [])[1:]] if x is not None]
+            count += sum(len(parts) for _, parts in every)
+            bar.update(len(every))
+    if ctx.distributed and mine:
+        print(f"rank {ctx.rank} of {ctx.world} ({ctx.device}): {len(mine)} batches", file=sys.stderr, flush=True)
+    return count
+
+
+def _store_parts(store: Cache, plan: _Plan, done: tuple[int, dict[int, dict[str, Any]]] | None) -> None:
+    if done is not None:
+        batch, parts = done
+        for i, part in parts.items():
+            store.put_part(plan.keys[i], batch, part)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from .. import viz
-from ..atomic import write_text
+from ..atomic import locked, write_bytes, write_text
 from .sanity import CLASS_BLIND, SURVIVES
 
 __all__ = ["write_all", "write_csv", "markdown", "evaluation_figures"]
@@ -20,10 +20,18 @@ __all__ = ["write_all", "write_csv", "markdown", "evaluation_figures"]
 
 def write_all(ev: Any, out: Path) -> list[Path]:
     """Write ``evaluation.csv`` (every number), ``evaluation.md`` (the summary and the full table), ``summary.txt``,
-    ``per_class.csv`` and the figures of :func:`evaluation_figures` of the evaluation ``ev`` to ``out``; returns
-    the paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [write_csv(out / "evaluation.csv", ev.rows())]
+    ``per_class.csv``, the figures of :func:`evaluation_figures` and ``timing.csv`` (wall seconds per entry as
+    computed: the one file that differs between runs) of the evaluation ``ev`` to ``out``; returns the paths.
+
+    Every file is written atomically, and the whole set under ``<out>/.lock``: two runs writing one folder at once
+    leave the complete set of one of them, never a mix."""
+    with locked(out / ".lock"):
+        return _write_all(ev, out)
+
+
+def _write_all(ev: Any, out: Path) -> list[Path]:
+    rows = ev.rows()
+    paths = [write_csv(out / "evaluation.csv", [{k: v for k, v in r.items() if k != "seconds"} for r in rows])]
     per_class_rows = [
         {"method": m, "variant": v, "model": a, "class": ev.class_names[v][c], "mean_iou": float(x)}
         for v in ev.variants
@@ -48,9 +56,12 @@ def write_all(ev: Any, out: Path) -> list[Path]:
     paths.append(write_text(out / "evaluation.md", "\n".join(md)))
     paths.append(write_text(out / "summary.txt", str(ev.summary())))
     for name, fig in evaluation_figures(ev).items():
-        paths.append(out / f"{name}.png")
-        fig.savefig(paths[-1], dpi=90, bbox_inches="tight")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
         plt.close(fig)
+        paths.append(write_bytes(out / f"{name}.png", buf.getvalue()))
+    timing = [{k: r[k] for k in ("method", "variant", "model", "seconds")} for r in rows]
+    paths.append(write_csv(out / "timing.csv", timing))
     return paths
 
 

@@ -1,0 +1,158 @@
+"""The evaluation on several processes (torchrun, gloo on the CPU), streamed, killed and resumed, and run twice at
+once on one folder: the results must not depend on any of it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dvehelpers.data import An8Flower
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc to find a torchrun rank to kill")
+
+# A small but real job mix: a CAM-style method, a backward walk, two reference rows; one variant, both models.
+# Batches of 4 over the 60 quick test images: 15 batches per model, so two ranks share many rounds.
+ARGS = [
+    "evaluate",
+    "--quick",
+    "--methods",
+    "gradcam,guided_backprop",
+    "--variants",
+    "single-6c",
+    "--archs",
+    "alexnet,vgg",
+    "--references",
+    "constant,random",
+    "--batch-size",
+    "4",
+    "--workers",
+    "1",
+]
+ENTRIES, BATCHES = 8, 15  # 4 rows x 2 models; 60 images / 4
+
+
+def _env() -> dict[str, str]:
+    # One intra-op thread per process in every run: torchrun gives each of its ranks one, and oneDNN's reductions
+    # may round differently with another thread count (README, "Several processes").
+    return {**os.environ, "OMP_NUM_THREADS": "1", "DVE_QUICK": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _cmd(out: Path, nproc: int = 1) -> list[str]:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return [*(launcher if nproc > 1 else [sys.executable]), "-m", "dvehelpers", *ARGS, "--out", str(out)]
+
+
+def _run(out: Path, nproc: int = 1) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(_cmd(out, nproc), env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    """Every result file but the wall times, by name."""
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and p.name not in ("timing.csv",)}
+
+
+def _cache_state(out: Path) -> tuple[list[str], list[Path]]:
+    cache = out / "cache"
+    return sorted(p.name for p in cache.glob("*.pt")), sorted(cache.glob("*.parts")) + sorted(cache.rglob("*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One process, uninterrupted: the run every other must equal."""
+    An8Flower("single-6c", "test", size=112, progress=False, stream=True)  # render before timing anything
+    out = tmp_path_factory.mktemp("one")
+    assert f"{ENTRIES} of {ENTRIES} entries computed ({2 * BATCHES * 4} batch results)" in _run(out).stdout
+    return out
+
+
+def test_two_gloo_processes_write_the_same_files_as_one(clean: Path, tmp_path: Path) -> None:
+    done = _run(tmp_path, nproc=2)
+    for rank in (0, 1):  # both ranks took batches of both models: 30 batches dealt round-robin
+        assert f"rank {rank} of 2 (cpu): " in done.stderr
+    shares = [int(line.rsplit(": ", 1)[1].split()[0]) for line in done.stderr.splitlines() if " of 2 (cpu): " in line]
+    assert sorted(shares) == [7, 7, 8, 8]  # 15 batches per model: 8 to rank 0, 7 to rank 1
+    assert (tmp_path / "evaluation.csv").read_bytes() == (clean / "evaluation.csv").read_bytes()
+    assert _files(tmp_path) == _files(clean)  # the tables, per-class scores and figures, byte for byte
+    assert _cache_state(tmp_path) == (_cache_state(clean)[0], [])  # the same finished entries, no parts left
+
+
+def _rank_pid(launcher: int, rank: int) -> int | None:
+    """The pid of torchrun's worker ``rank`` (a child of the launcher with that LOCAL_RANK)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = int(next(line for line in status.read_text().splitlines() if line.startswith("PPid:")).split()[1])
+            env = (status.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, StopIteration):
+            continue
+        if ppid == launcher and f"LOCAL_RANK={rank}".encode() in env:
+            return int(status.parent.name)
+    return None
+
+
+def test_a_killed_rank_loses_only_its_batch_and_a_rerun_ends_equal(clean: Path, tmp_path: Path) -> None:
+    job = subprocess.Popen(_cmd(tmp_path, nproc=2), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    parts = tmp_path / "cache"
+    deadline = time.monotonic() + 300
+    while len(list(parts.glob("*.parts/*.pt"))) < 6 and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    victim = _rank_pid(job.pid, 1)
+    assert victim is not None and job.poll() is None, "the run ended before a rank could be killed"
+    os.kill(victim, signal.SIGKILL)  # out of memory, or a node lost: no clean-up runs
+    _, err = job.communicate(timeout=120)
+    assert job.returncode != 0  # torchrun saw the rank die and stopped the other
+    assert not (tmp_path / "evaluation.csv").exists()
+    saved = len(list(parts.glob("*.parts/*.pt"))) + 4 * len(list(parts.glob("*.pt")))  # parts kept on disk
+    assert saved >= 6
+    rerun = _run(tmp_path)  # one process now: the cache does not care who computed what
+    redone = int(rerun.stdout.split(" batch results)")[0].rsplit("(", 1)[1])
+    assert redone == 2 * BATCHES * 4 - saved  # only what was lost (at most the batches in flight) is computed again
+    assert _files(tmp_path) == _files(clean)
+    assert _cache_state(tmp_path) == (_cache_state(clean)[0], [])
+
+
+def test_two_runs_at_once_on_one_folder_take_turns(clean: Path, tmp_path: Path) -> None:
+    first, second = (
+        subprocess.Popen(_cmd(tmp_path), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    )
+    outs = [p.communicate(timeout=600) for p in (first, second)]
+    assert first.returncode == second.returncode == 0, [e[-2000:] for _, e in outs]
+    computed = sorted(int(o.split(" batch results)")[0].rsplit("(", 1)[1]) for o, _ in outs)
+    assert computed == [0, 2 * BATCHES * 4]  # one computed everything, the other waited for the lock and read it
+    assert sum("waiting for it to finish" in e for _, e in outs) == 1
+    assert _files(tmp_path) == _files(clean)
+    assert _cache_state(tmp_path) == (_cache_state(clean)[0], [])
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+_PEAK = """
+import resource, sys
+from dvehelpers.__main__ import main
+assert main(sys.argv[1:]) == 0
+print("peak KiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_memory_stays_flat_while_a_four_times_larger_set_is_streamed(tmp_path: Path) -> None:
+    """Peak resident memory of the evaluation of the full-size test split (100 images per class) and of one four
+    times larger (400 per class), both rendered into a fresh data cache and streamed from it."""
+
+    def peak(per_class: int) -> int:
+        args = ["evaluate", "--per-class", str(per_class), "--methods", "gradcam", "--variants", "single-6c"]
+        args += ["--archs", "alexnet", "--references", "constant", "--no-cache", "--out", str(tmp_path / "out")]
+        env = {**_env(), "DVE_DATA": str(tmp_path / "data")}
+        done = subprocess.run([sys.executable, "-c", _PEAK, *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return int(done.stdout.rsplit("peak KiB", 1)[1]) * 1024
+
+    small, large = peak(100), peak(400)
+    held = (400 - 100) * 6 * 3 * 112 * 112 * 4  # what holding the extra 1 800 images as float tensors would add
+    assert large - small < held / 4, f"peak grew by {(large - small) / 2**20:.0f} MiB for {held / 2**20:.0f} MiB"
