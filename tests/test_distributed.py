@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from dvehelpers.data import An8Flower
+from dvehelpers.evaluate import distributed
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc to find a torchrun rank to kill")
 
@@ -156,3 +158,20 @@ def test_memory_stays_flat_while_a_four_times_larger_set_is_streamed(tmp_path: P
     small, large = peak(100), peak(400)
     held = (400 - 100) * 6 * 3 * 112 * 112 * 4  # what holding the extra 1 800 images as float tensors would add
     assert large - small < held / 4, f"peak grew by {(large - small) / 2**20:.0f} MiB for {held / 2**20:.0f} MiB"
+
+
+def test_without_torchrun_the_context_is_one_process_and_bad_variables_are_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = distributed.context(None, torch.device("cpu"))
+    assert (ctx.rank, ctx.world, ctx.distributed, ctx.owns_group) == (0, 1, False, False)
+    assert distributed.gather("x", ctx) == ["x"] and distributed.broadcast({"a": 1}, ctx) == {"a": 1}
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE='two' in the environment must be an integer"):
+        distributed.context(None, torch.device("cpu"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="RANK=2 must be in 0..WORLD_SIZE-1=1"):
+        distributed.context(None, torch.device("cpu"))

@@ -180,6 +180,16 @@ def test_bootstrap_interval_matches_the_normal_approximation() -> None:
     assert protocol.bootstrap_interval(torch.full((50,), 7.0, dtype=torch.float64), 100, 0) == (7.0, 7.0)
 
 
+def test_bootstrap_interval_in_chunks_equals_one_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    scores = torch.rand(300, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)  # the textbook form: every resample drawn at once
+    means = scores[torch.randint(300, (1000, 300), generator=g)].mean(1)
+    want = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    assert list(protocol.bootstrap_interval(scores, 1000, 0)) == want  # one chunk
+    monkeypatch.setattr(protocol, "_RESAMPLED", 300 * 7)  # chunks of 7 resamples, the last one short
+    assert list(protocol.bootstrap_interval(scores, 1000, 0)) == pytest.approx(want, abs=1e-12)
+
+
 def test_command_line_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from dvehelpers.__main__ import main
 

@@ -26,13 +26,14 @@ TIMEOUT = timedelta(hours=2)
 
 @dataclass(frozen=True)
 class Context:
-    """Where this process stands: ``rank`` of ``world`` processes, its ``device``, and whether it joined (and
-    so must leave) the process group."""
+    """Where this process stands: ``rank`` of ``world`` processes (``local_rank`` on its machine), its ``device``,
+    and whether it joined (and so must leave) the process group."""
 
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
     owns_group: bool = False
+    local_rank: int = 0
 
     @property
     def distributed(self) -> bool:
@@ -63,7 +64,7 @@ def context(device: str | torch.device | None, default: torch.device) -> Context
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
     if world == 1:
-        return Context(0, 1, dev, False)
+        return Context(0, 1, dev, False, 0)
     if not 0 <= rank < world:
         raise ValueError(f"RANK={rank} must be in 0..WORLD_SIZE-1={world - 1}")
     owns = not dist.is_initialized()
@@ -72,7 +73,7 @@ def context(device: str | torch.device | None, default: torch.device) -> Context
             torch.cuda.set_device(dev)
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=TIMEOUT)
-    return Context(dist.get_rank(), dist.get_world_size(), dev, owns)
+    return Context(dist.get_rank(), dist.get_world_size(), dev, owns, local)
 
 
 def broadcast(obj: Any, ctx: Context) -> Any:

@@ -295,12 +295,19 @@ def _assemble(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def bootstrap_interval(scores: Tensor, n: int, seed: int) -> tuple[float, float]:
     """95 % percentile interval of the mean of ``scores`` (one per independent unit: an image, a grid) over ``n``
-    resamples of them, seeded."""
+    resamples of them, seeded. The resamples are drawn in chunks of at most :data:`_RESAMPLED` indices, the same
+    indices as in one draw, so memory stays bounded on large sets."""
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(len(scores), (n, len(scores)), generator=g)
-    means = scores.double()[idx].mean(1)
+    x = scores.double()
+    rows = max(1, _RESAMPLED // max(len(x), 1))
+    means = torch.cat(
+        [x[torch.randint(len(x), (min(rows, n - i), len(x)), generator=g)].mean(1) for i in range(0, n, rows)]
+    )
     lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
     return float(lo), float(hi)
+
+
+_RESAMPLED = 4_000_000  # indices per chunk of the bootstrap: 32 MB of int64 and 32 MB of resampled scores
 
 
 @dataclass
@@ -741,10 +748,10 @@ def _run(
             bar.set_description(f"loading {arch} · {variant}")
             model = load(model_name(arch, variant)).to(ctx.device).eval()
             size = int(getattr(model, "meta", {}).get("image_size", 112))
-            if ctx.leader:  # renders the split into its cache if need be, before the others read it
+            if ctx.local_rank == 0:  # renders the split into its machine's cache if need be, before the others
                 data = _test_split(variant, size, root, folders.get(variant), cfg.sizes, cfg.seed)
             distributed.barrier(ctx)
-            if not ctx.leader:
+            if ctx.local_rank != 0:
                 data = _test_split(variant, size, root, folders.get(variant), cfg.sizes, cfg.seed)
             labels = data.labels
             result.labels[variant] = labels
