@@ -96,7 +96,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     paths = ev.write(args.out)
     print(ev.summary())
-    print(f"\n{len(ev.computed)} of {len(ev.entries)} entries computed ({ev.parts} batch results), the rest cached")
+    print(f"\n{len(ev.computed)} of {len(ev.entries)} entries computed ({ev.parts} parts of them now), the rest cached")
     tables = ", ".join(p.name for p in paths[:4])
     print(f"results -> {paths[0].parent}/ ({tables}, {len(paths) - 5} figures, timing.csv)")
     return 0

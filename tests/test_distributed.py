@@ -4,6 +4,7 @@ once on one folder: the results must not depend on any of it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +38,13 @@ ARGS = [
     "1",
 ]
 ENTRIES, BATCHES = 8, 15  # 4 rows x 2 models; 60 images / 4
+# Parts (units of work) per model: every row's scores on every batch, and each method's sanity checks on each batch
+# that holds images of the sanity subset (one per class: images 0-5, batches 0 and 1).
+PARTS = 2 * (4 * BATCHES + 2 * 2)
+
+
+def _parts(stdout: str) -> int:
+    return int(re.search(r"entries computed \((\d+) parts of them now\)", stdout)[1])  # type: ignore[index]
 
 
 def _env() -> dict[str, str]:
@@ -71,16 +79,17 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One process, uninterrupted: the run every other must equal."""
     An8Flower("single-6c", "test", size=112, progress=False, stream=True)  # render before timing anything
     out = tmp_path_factory.mktemp("one")
-    assert f"{ENTRIES} of {ENTRIES} entries computed ({2 * BATCHES * 4} batch results)" in _run(out).stdout
+    done = _run(out).stdout
+    assert f"{ENTRIES} of {ENTRIES} entries computed" in done and _parts(done) == PARTS
     return out
 
 
 def test_two_gloo_processes_write_the_same_files_as_one(clean: Path, tmp_path: Path) -> None:
     done = _run(tmp_path, nproc=2)
-    for rank in (0, 1):  # both ranks took batches of both models: 30 batches dealt round-robin
+    for rank in (0, 1):  # both ranks took units of both models, dealt round-robin
         assert f"rank {rank} of 2 (cpu): " in done.stderr
     shares = [int(line.rsplit(": ", 1)[1].split()[0]) for line in done.stderr.splitlines() if " of 2 (cpu): " in line]
-    assert sorted(shares) == [7, 7, 8, 8]  # 15 batches per model: 8 to rank 0, 7 to rank 1
+    assert sorted(shares) == [9, 9, 10, 10]  # 19 units per model (4 sanity, 15 batches): 10 to rank 0, 9 to rank 1
     assert (tmp_path / "evaluation.csv").read_bytes() == (clean / "evaluation.csv").read_bytes()
     assert _files(tmp_path) == _files(clean)  # the tables, per-class scores and figures, byte for byte
     assert _cache_state(tmp_path) == (_cache_state(clean)[0], [])  # the same finished entries, no parts left
@@ -111,11 +120,11 @@ def test_a_killed_rank_loses_only_its_batch_and_a_rerun_ends_equal(clean: Path, 
     _, err = job.communicate(timeout=120)
     assert job.returncode != 0  # torchrun saw the rank die and stopped the other
     assert not (tmp_path / "evaluation.csv").exists()
-    saved = len(list(parts.glob("*.parts/*.pt"))) + 4 * len(list(parts.glob("*.pt")))  # parts kept on disk
+    assert not list(parts.glob("*.pt"))  # killed before any entry was finished ...
+    saved = len(list(parts.glob("*.parts/*.pt")))  # ... but these parts were kept
     assert saved >= 6
     rerun = _run(tmp_path)  # one process now: the cache does not care who computed what
-    redone = int(rerun.stdout.split(" batch results)")[0].rsplit("(", 1)[1])
-    assert redone == 2 * BATCHES * 4 - saved  # only what was lost (at most the batches in flight) is computed again
+    assert _parts(rerun.stdout) == PARTS - saved  # only what was lost (the units in flight) is computed again
     assert _files(tmp_path) == _files(clean)
     assert _cache_state(tmp_path) == (_cache_state(clean)[0], [])
 
@@ -127,8 +136,8 @@ def test_two_runs_at_once_on_one_folder_take_turns(clean: Path, tmp_path: Path) 
     )
     outs = [p.communicate(timeout=600) for p in (first, second)]
     assert first.returncode == second.returncode == 0, [e[-2000:] for _, e in outs]
-    computed = sorted(int(o.split(" batch results)")[0].rsplit("(", 1)[1]) for o, _ in outs)
-    assert computed == [0, 2 * BATCHES * 4]  # one computed everything, the other waited for the lock and read it
+    computed = sorted(_parts(o) for o, _ in outs)
+    assert computed == [0, PARTS]  # one computed everything, the other waited for the lock and read it
     assert sum("waiting for it to finish" in e for _, e in outs) == 1
     assert _files(tmp_path) == _files(clean)
     assert _cache_state(tmp_path) == (_cache_state(clean)[0], [])

@@ -1,7 +1,8 @@
 """The evaluation's cache: one checked file per finished entry, and per-batch parts while an entry is being built.
 
-``<folder>/<key>.pt`` holds a finished entry; ``<folder>/<key>.parts/<batch>.pt`` the results of one batch of
-images of an unfinished one, appended as batches finish (so a killed run loses at most the batches in flight).
+``<folder>/<key>.pt`` holds a finished entry; ``<folder>/<key>.parts/<name>.pt`` the results of one unit of work
+(a batch's scores, or its sanity checks) of an unfinished one, appended as units finish (so a killed run loses at
+most the units in flight).
 Every file is a SHA-256 line of the payload, then the payload (``torch.save`` of plain tensors, numbers, strings,
 lists and dicts, read back with ``weights_only=True``), written to a temporary name and renamed: a file whose
 checksum, key or format does not match is treated as missing, never trusted. ``<folder>/.lock`` is held by the
@@ -14,7 +15,7 @@ import hashlib
 import io
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -62,15 +63,15 @@ class Cache:
 
     def __init__(self, folder: str | Path | None) -> None:
         self.folder = None if folder is None else Path(folder)
-        self._memory: dict[tuple[str, int], dict[str, Any]] = {}
+        self._memory: dict[tuple[str, str], dict[str, Any]] = {}
 
     def _path(self, key: str) -> Path:
         assert self.folder is not None
         return self.folder / f"{key}.pt"
 
-    def _part_path(self, key: str, batch: int) -> Path:
+    def _part_path(self, key: str, name: str) -> Path:
         assert self.folder is not None
-        return self.folder / f"{key}.parts" / f"{batch:07d}.pt"
+        return self.folder / f"{key}.parts" / f"{name}.pt"
 
     def get(self, key: str) -> dict[str, Any] | None:
         if self.folder is None or not self._path(key).is_file():
@@ -81,18 +82,21 @@ class Cache:
         if self.folder is not None:
             write_bytes(self._path(key), _pack(key, payload))
 
-    def get_part(self, key: str, batch: int) -> dict[str, Any] | None:
-        """The stored results of batch ``batch`` of entry ``key``, or None (missing, half-written, damaged)."""
+    def get_part(self, key: str, name: str) -> dict[str, Any] | None:
+        """The stored part ``name`` (one unit of work, e.g. a batch's results) of entry ``key``, or None (missing,
+        half-written, damaged)."""
         if self.folder is None:
-            return self._memory.get((key, batch))
-        path = self._part_path(key, batch)
-        return _unpack(path.read_bytes(), f"{key}/{batch}") if path.is_file() else None
+            return self._memory.get((key, name))
+        path = self._part_path(key, name)
+        return _unpack(path.read_bytes(), f"{key}/{name}") if path.is_file() else None
 
-    def put_part(self, key: str, batch: int, payload: dict[str, Any]) -> None:
+    def put_part(self, key: str, name: str, payload: dict[str, Any]) -> None:
+        if not name.isalnum():
+            raise ValueError(f"a part name is letters and digits, got {name!r}")
         if self.folder is None:
-            self._memory[(key, batch)] = payload
+            self._memory[(key, name)] = payload
         else:
-            write_bytes(self._part_path(key, batch), _pack(f"{key}/{batch}", payload))
+            write_bytes(self._part_path(key, name), _pack(f"{key}/{name}", payload))
 
     def drop_parts(self, key: str) -> None:
         """Forget the parts of ``key`` (its entry has been written)."""
@@ -106,10 +110,3 @@ class Cache:
         """A context manager holding ``<folder>/.lock`` (nothing without a folder); see
         :func:`dvehelpers.atomic.locked`."""
         return nullcontext() if self.folder is None else locked(self.folder / ".lock", waiting)
-
-    def parts(self, key: str) -> Iterator[int]:
-        """The batches of ``key`` with a part on disk or in memory (unchecked: :meth:`get_part` checks)."""
-        if self.folder is None:
-            yield from sorted(b for k, b in self._memory if k == key)
-        elif (self.folder / f"{key}.parts").is_dir():
-            yield from sorted(int(p.stem) for p in (self.folder / f"{key}.parts").glob("*.pt") if p.stem.isdigit())

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,7 @@ class _Model:
 @dataclass
 class _Batch:
     """Images ``start … start + len`` of a test set on the model's device, their predictions, and which of them
-    belong to the faithfulness and sanity subsets (indices in the batch)."""
+    belong to the faithfulness subset (indices in the batch)."""
 
     start: int
     images: Tensor
@@ -173,7 +173,6 @@ class _Batch:
     predicted: Tensor
     regions: dict[str, Tensor]  # the masks grown by each pointing-game tolerance
     faithful: Tensor
-    sane: Tensor
 
 
 def _balanced(labels: Tensor, per_class: int) -> Tensor:
@@ -208,7 +207,6 @@ def _batch(m: _Model, start: int, images: Tensor, masks: Tensor, dev: torch.devi
         predict(m.model, images, batch_size).to(dev),
         {c: dilate(masks, tol) for c, tol in POINTING.items()},
         local(m.faithful),
-        local(m.sane),
     )
 
 
@@ -232,28 +230,36 @@ def _score(m: _Model, b: _Batch, maps: Tensor, cfg: _Settings) -> tuple[dict[str
 
 
 def _method_part(m: _Model, b: _Batch, method: str, params: dict[str, Any], cfg: _Settings) -> dict[str, Any]:
-    """One method's results on one batch: the scores of every image, and the sanity checks of the batch's images
-    of the sanity subset (the maps under the trained model are the cascade's reference)."""
+    """One method's scores on one batch: localisation of every image, faithfulness of its faithfulness subset."""
 
     with warnings.catch_warnings():
         # vebi's notice that a class has fewer relevant features than k (notebook 03) would repeat for every batch
         warnings.filterwarnings("ignore", message=r"k=\d+ is more than the number of relevant features")
         t0 = time.perf_counter()
         maps = heatmaps(m.model, b.images, method, params, b.predicted, cfg.batch_size)
-        seconds = {"maps": time.perf_counter() - t0}
-        out, more = _score(m, b, maps, cfg)
-        seconds.update(more)
-        t1 = t2 = time.perf_counter()
-        if len(b.sane):
-            sane, targets, reference = b.images[b.sane], b.predicted[b.sane], maps[b.sane]
-            if METHODS[method].class_specific:
-                sens = class_sensitivity(m.model, sane, method, params, cfg.batch_size, progress=False)
-                out["sensitivity"] = {"r": sens.r.float().cpu(), "empty": sens.empty.cpu()}
-            t2 = time.perf_counter()
-            cas = cascade(m.model, sane, method, params, targets, cfg.seed, cfg.batch_size, reference=reference)
-            out["cascade"] = {"layers": cas.layers, "r": cas.r.float().cpu()}
-    seconds.update({"sensitivity": t2 - t1, "randomisation": time.perf_counter() - t2})
-    out["seconds"] = seconds
+    seconds = {"maps": time.perf_counter() - t0}
+    out, more = _score(m, b, maps, cfg)
+    out["seconds"] = {**seconds, **more}
+    return out
+
+
+def _sanity_part(m: _Model, images: Tensor, method: str, params: dict[str, Any], cfg: _Settings) -> dict[str, Any]:
+    """One method's sanity checks on some images of the sanity subset (those of one batch): class sensitivity
+    (class-specific methods) and the randomisation cascade, whose reference is the maps under the trained model.
+    A unit of its own, so that no process gets every image's sanity checks with its batch."""
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"k=\d+ is more than the number of relevant features")
+        t0 = time.perf_counter()
+        out: dict[str, Any] = {}
+        if METHODS[method].class_specific:
+            sens = class_sensitivity(m.model, images, method, params, cfg.batch_size, progress=False)
+            out["sensitivity"] = {"r": sens.r.float().cpu(), "empty": sens.empty.cpu()}
+        t1 = time.perf_counter()
+        targets = predict(m.model, images, cfg.batch_size).to(images.device)
+        cas = cascade(m.model, images, method, params, targets, cfg.seed, cfg.batch_size)
+    out["cascade"] = {"layers": cas.layers, "r": cas.r.float().cpu()}
+    out["seconds"] = {"sensitivity": t1 - t0, "randomisation": time.perf_counter() - t1}
     return out
 
 
@@ -267,8 +273,8 @@ def _reference_part(m: _Model, b: _Batch, kind: str, cfg: _Settings) -> dict[str
     return out
 
 
-def _assemble(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """An entry from its batches' parts, in image order (the sanity results of the batches that had any)."""
+def _assemble(parts: Sequence[dict[str, Any]], sanity: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """An entry from its batches' scores and sanity checks, each in image order."""
 
     out: dict[str, Any] = {
         "iou": torch.cat([p["iou"] for p in parts]),
@@ -276,14 +282,16 @@ def _assemble(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "deletion": torch.cat([p["deletion"] for p in parts]),
         "insertion": torch.cat([p["insertion"] for p in parts]),
     }
-    sens = [p["sensitivity"] for p in parts if "sensitivity" in p]
+    sens = [p["sensitivity"] for p in sanity if "sensitivity" in p]
     if sens:
         out["sensitivity"] = {k: torch.cat([x[k] for x in sens]) for k in ("r", "empty")}
-    cas = [p["cascade"] for p in parts if "cascade" in p]
-    if cas:
-        out["cascade"] = {"layers": cas[0]["layers"], "r": torch.cat([c["r"] for c in cas], 1)}
+    if sanity:
+        out["cascade"] = {
+            "layers": sanity[0]["cascade"]["layers"],
+            "r": torch.cat([c["cascade"]["r"] for c in sanity], 1),
+        }
     seconds: dict[str, float] = {}
-    for p in parts:
+    for p in [*parts, *sanity]:
         for k, v in p["seconds"].items():
             seconds[k] = seconds.get(k, 0.0) + v
     out["seconds"] = seconds
@@ -618,26 +626,46 @@ def _test_split(
     )
 
 
+#: A unit of work: ``("scores", batch, entries)`` — the scores of those entries on one batch — or
+#: ``("sanity", batch, (entry,))`` — one method's sanity checks on the batch's images of the sanity subset.
+_Unit = tuple[str, int, tuple[int, ...]]
+
+
+def _part_name(kind: str, batch: int) -> str:
+    return f"{_PREFIX[kind]}{batch:07d}"
+
+
+_PREFIX = {"scores": "b", "sanity": "c"}  # parts b0000003 (batch 3's scores), c0000000 (batch 0's sanity checks)
+
+
 @dataclass
 class _Plan:
     """What is left of one variant × model, decided by rank 0 from the cache and sent to every rank: the entries'
-    keys, and for each batch with work left the entries (indices into the job list) it still lacks."""
+    keys and the units of work, in the order they are dealt (the sanity units, the costly ones, first)."""
 
     keys: list[str]
-    todo: dict[int, list[int]]
+    units: list[_Unit]
 
 
-def _plan(store: Cache, keys: list[str], n_batches: int, found: dict[int, dict[str, Any]]) -> _Plan:
-    todo: dict[int, list[int]] = {}
+def _plan(
+    store: Cache, keys: list[str], methods: list[bool], checked: list[int], n: int, found: dict[int, dict[str, Any]]
+) -> _Plan:
+    """``methods[i]``: whether entry i has sanity checks; ``checked``: the batches holding sanity images; ``n``:
+    the number of batches. Finished entries go to ``found``."""
+    scores: dict[int, list[int]] = {}
+    sanity: list[_Unit] = []
     for i, key in enumerate(keys):
         entry = store.get(key)
         if entry is not None:
             found[i] = entry
             continue
-        for b in range(n_batches):
-            if store.get_part(key, b) is None:
-                todo.setdefault(b, []).append(i)
-    return _Plan(keys, dict(sorted(todo.items())))
+        for b in range(n):
+            if store.get_part(key, _part_name("scores", b)) is None:
+                scores.setdefault(b, []).append(i)
+        if methods[i]:
+            sanity += [("sanity", b, (i,)) for b in checked if store.get_part(key, _part_name("sanity", b)) is None]
+    sanity.sort(key=lambda u: (u[1], u[2]))
+    return _Plan(keys, sanity + [("scores", b, tuple(e)) for b, e in sorted(scores.items())])
 
 
 def _model_id(model: nn.Module) -> str:
@@ -758,25 +786,22 @@ def _run(
             _, h, w = layer_shape(model, default_cam_layer(model), size)
             m = _Model(model, (h, w), _balanced(labels, cfg.sizes.faithfulness), _balanced(labels, cfg.sizes.sanity))
             n_batches = -(-len(labels) // cfg.batch_size)
+            checked = sorted({int(i) // cfg.batch_size for i in m.sane})
             found: dict[int, dict[str, Any]] = {}
             plan = None
             if ctx.leader:
-                identity = digest(data.identity(), _model_id(model))
-                keys = []
-                for label, method, params in todo:
-                    extra = None if method is None else METHODS[method].cache_identity(model, params)
-                    keys.append(
-                        digest({"method": method or label, "params": params, "extra": extra}, identity, protocol)
-                    )
-                plan = _plan(store, keys, n_batches, found)
+                keys = _keys(todo, model, digest(data.identity(), _model_id(model)), protocol)
+                plan = _plan(store, keys, [method is not None for _, method, _ in todo], checked, n_batches, found)
             plan = distributed.broadcast(plan, ctx)
-            bar.reset(total=len(plan.todo))
+            bar.reset(total=len(plan.units))
             bar.set_description(f"{arch} · {variant}")
             result.parts += _compute(plan, data, m, todo, cfg, store, ctx, workers, bar)
             if ctx.leader:
                 for i, (label, _, _) in enumerate(todo):
                     if i not in found:
-                        found[i] = _assemble([store.get_part(plan.keys[i], b) for b in range(n_batches)])  # type: ignore[misc]
+                        scores = [store.get_part(plan.keys[i], _part_name("scores", b)) for b in range(n_batches)]
+                        sanity = [store.get_part(plan.keys[i], _part_name("sanity", b)) for b in checked]
+                        found[i] = _assemble(scores, sanity if todo[i][1] else [])  # type: ignore[arg-type]
                         store.put(plan.keys[i], found[i])
                         store.drop_parts(plan.keys[i])
                         result.computed.append((label, variant, arch))
@@ -796,46 +821,64 @@ def _compute(
     workers: int,
     bar: Any,
 ) -> int:
-    """Compute the planned batches, round-robin over the ranks, one batch per rank per round; rank 0 writes each of
-    its own parts as it is computed and the others' after each round's gather. Returns (on rank 0) how many parts were
-    computed over all ranks."""
+    """Compute the planned units, dealt round-robin to the ranks, one unit per rank per round; rank 0 writes each of
+    its own parts as it is computed and the others' after each round's gather. Returns (on rank 0) how many parts
+    were computed over all ranks."""
 
-    batches = list(plan.todo)
-    mine = batches[ctx.rank :: ctx.world]
-    n = len(data)
-    sampler = [list(range(b * cfg.batch_size, min((b + 1) * cfg.batch_size, n))) for b in mine]
-    loader = DataLoader(data, batch_sampler=sampler, num_workers=min(workers, len(sampler)))
-    stream = iter(loader)
+    mine = plan.units[ctx.rank :: ctx.world]
+    sampler = [_indices(u, m, cfg, len(data)) for u in mine]
+    stream = iter(DataLoader(data, batch_sampler=sampler, num_workers=min(workers, len(mine))))
     count = 0
-    for r in range(-(-len(batches) // ctx.world)):
-        done: tuple[int, dict[int, dict[str, Any]]] | None = None
+    for r in range(-(-len(plan.units) // ctx.world)):
+        done: list[tuple[str, str, dict[str, Any]]] = []
         if r < len(mine):
+            kind, batch, entries = mine[r]
             images, _, masks = next(stream)
-            b = _batch(m, mine[r] * cfg.batch_size, images, masks, ctx.device, cfg.batch_size)
-            parts = {}
-            for i in plan.todo[mine[r]]:
-                _, method, params = todo[i]
-                if method is None:
-                    parts[i] = _reference_part(m, b, todo[i][0].split(": ")[1], cfg)
-                else:
-                    parts[i] = _method_part(m, b, method, params, cfg)
+            for i, part in _unit(kind, batch, entries, images, masks, m, todo, cfg, ctx.device):
+                done.append((plan.keys[i], _part_name(kind, batch), part))
                 if ctx.leader:  # kept at once: a crash now loses nothing finished
-                    store.put_part(plan.keys[i], mine[r], parts[i])
-            done = (mine[r], parts)
+                    store.put_part(*done[-1])
         gathered = distributed.gather(None if ctx.leader else done, ctx)
         if ctx.leader:
-            for other in gathered[1:] if gathered else []:
-                _store_parts(store, plan, other)
-            every = [x for x in [done, *(gathered or [])[1:]] if x is not None]
-            count += sum(len(parts) for _, parts in every)
-            bar.update(len(every))
+            others = [x for x in (gathered or [])[1:] if x]
+            for parts in others:
+                for key, name, part in parts:
+                    store.put_part(key, name, part)
+            count += len(done) + sum(len(x) for x in others)
+            bar.update(bool(done) + len(others))
     if ctx.distributed and mine:
-        print(f"rank {ctx.rank} of {ctx.world} ({ctx.device}): {len(mine)} batches", file=sys.stderr, flush=True)
+        print(f"rank {ctx.rank} of {ctx.world} ({ctx.device}): {len(mine)} units", file=sys.stderr, flush=True)
     return count
 
 
-def _store_parts(store: Cache, plan: _Plan, done: tuple[int, dict[int, dict[str, Any]]] | None) -> None:
-    if done is not None:
-        batch, parts = done
-        for i, part in parts.items():
-            store.put_part(plan.keys[i], batch, part)
+def _indices(unit: _Unit, m: _Model, cfg: _Settings, n: int) -> list[int]:
+    """The images a unit reads: its whole batch, or the batch's images of the sanity subset."""
+    kind, batch, _ = unit
+    lo, hi = batch * cfg.batch_size, min((batch + 1) * cfg.batch_size, n)
+    return list(range(lo, hi)) if kind == "scores" else [int(i) for i in m.sane if lo <= i < hi]
+
+
+def _unit(
+    kind: str,
+    batch: int,
+    entries: tuple[int, ...],
+    images: Tensor,
+    masks: Tensor,
+    m: _Model,
+    todo: list[tuple[str, str | None, dict[str, Any]]],
+    cfg: _Settings,
+    dev: torch.device,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(entry, part)`` for each entry of one unit, as each is computed."""
+    if kind == "sanity":
+        _, method, params = todo[entries[0]]
+        assert method is not None  # reference rows have no sanity units
+        yield entries[0], _sanity_part(m, images.to(dev), method, params, cfg)
+        return
+    b = _batch(m, batch * cfg.batch_size, images, masks, dev, cfg.batch_size)
+    for i in entries:
+        label, method, params = todo[i]
+        if method is None:
+            yield i, _reference_part(m, b, label.split(": ")[1], cfg)
+        else:
+            yield i, _method_part(m, b, method, params, cfg)
