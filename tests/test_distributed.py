@@ -184,3 +184,6 @@ def test_without_torchrun_the_context_is_one_process_and_bad_variables_are_named
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(ValueError, match="RANK=2 must be in 0..WORLD_SIZE-1=1"):
         distributed.context(None, torch.device("cpu"))
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="each process takes cuda:LOCAL_RANK; pass --device cuda, not cuda:0"):
+        distributed.context("cuda:0", torch.device("cpu"))

@@ -112,6 +112,14 @@ def test_a_killed_run_resumes_from_its_cache(tmp_path: Path, monkeypatch: pytest
     assert _tiny_run(tmp_path).computed == []  # and a run with nothing missing computes nothing
 
 
+def test_two_labels_of_one_setting_share_their_cached_entry(tmp_path: Path) -> None:
+    jobs = {"mine": ("gradcam", {}), "same again": ("gradcam", {})}
+    ev = run(jobs, variants=["single-6c"], archs=["alexnet"], sizes=QUICK, references=(), cache=tmp_path)
+    a, b = (ev.entries[(k, "single-6c", "alexnet")] for k in jobs)
+    assert torch.equal(a["iou"], b["iou"]) and len(list(tmp_path.glob("*.pt"))) == 1
+    assert not list(tmp_path.glob("*.parts"))
+
+
 def test_an_image_folder_with_masks_is_evaluated_like_the_split_it_holds(tmp_path: Path) -> None:
     split = dh.data.An8Flower("single-6c", "test", progress=False)
     folder = export_folder(split, tmp_path / "mine")

@@ -61,16 +61,18 @@ def context(device: str | torch.device | None, default: torch.device) -> Context
     world = _env_int("WORLD_SIZE") or 1
     rank, local = _env_int("RANK") or 0, _env_int("LOCAL_RANK") or 0
     dev = torch.device(device) if device is not None else default
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
+    if world > 1 and dev.type == "cuda" and dev.index is not None and device is not None:
+        raise ValueError(f"under torchrun each process takes cuda:LOCAL_RANK; pass --device cuda, not {dev}")
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local % max(torch.cuda.device_count(), 1)) if world > 1 or dev.index is None else dev
     if world == 1:
         return Context(0, 1, dev, False, 0)
     if not 0 <= rank < world:
         raise ValueError(f"RANK={rank} must be in 0..WORLD_SIZE-1={world - 1}")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # the object collectives and the barrier use the current device
     owns = not dist.is_initialized()
     if owns:
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=TIMEOUT)
     return Context(dist.get_rank(), dist.get_world_size(), dev, owns, local)
@@ -96,7 +98,7 @@ def gather(obj: Any, ctx: Context) -> list[Any] | None:
 
 def barrier(ctx: Context) -> None:
     if ctx.distributed:
-        dist.barrier()
+        dist.barrier(device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
 
 def close(ctx: Context) -> None:

@@ -766,6 +766,7 @@ def _run(
         "seed": cfg.seed,
         "baseline": cfg.baseline,
         "batch_size": cfg.batch_size,
+        "device": ctx.device.type,  # parts computed on another kind of device differ in rounding
     }
     todo = [(label, *job) for label, job in jobs.items()] + [(f"reference: {r}", None, {}) for r in references]
     result = Evaluation({}, {}, {}, dict(jobs), cfg.sizes, cfg.thresholds, cfg.seed)
@@ -788,24 +789,32 @@ def _run(
             n_batches = -(-len(labels) // cfg.batch_size)
             checked = sorted({int(i) // cfg.batch_size for i in m.sane})
             found: dict[int, dict[str, Any]] = {}
-            plan = None
-            if ctx.leader:
+            plan: _Plan | str | None = None
+            seen = distributed.gather((digest(labels), len(data)), ctx)  # every rank must read the same split
+            if ctx.leader and seen and len(set(seen)) > 1:
+                plan = f"the processes read different {variant} test splits (labels digest, size by rank: {seen})"
+            elif ctx.leader:
                 keys = _keys(todo, model, digest(data.identity(), _model_id(model)), protocol)
                 plan = _plan(store, keys, [method is not None for _, method, _ in todo], checked, n_batches, found)
             plan = distributed.broadcast(plan, ctx)
+            if isinstance(plan, str):
+                raise RuntimeError(plan)
             bar.reset(total=len(plan.units))
             bar.set_description(f"{arch} · {variant}")
             result.parts += _compute(plan, data, m, todo, cfg, store, ctx, workers, bar)
             if ctx.leader:
+                finished = set()
                 for i, (label, _, _) in enumerate(todo):
                     if i not in found:
                         scores = [store.get_part(plan.keys[i], _part_name("scores", b)) for b in range(n_batches)]
                         sanity = [store.get_part(plan.keys[i], _part_name("sanity", b)) for b in checked]
                         found[i] = _assemble(scores, sanity if todo[i][1] else [])  # type: ignore[arg-type]
                         store.put(plan.keys[i], found[i])
-                        store.drop_parts(plan.keys[i])
+                        finished.add(plan.keys[i])
                         result.computed.append((label, variant, arch))
                     result.entries[(label, variant, arch)] = found[i]
+                for key in finished:  # after all: two labels of one setting share a key, and its parts
+                    store.drop_parts(key)
     bar.close()
     return result if ctx.leader else None
 
