@@ -770,7 +770,7 @@ def _run(
     }
     todo = [(label, *job) for label, job in jobs.items()] + [(f"reference: {r}", None, {}) for r in references]
     result = Evaluation({}, {}, {}, dict(jobs), cfg.sizes, cfg.thresholds, cfg.seed)
-    bar = tqdm(desc="evaluating", unit="batch", disable=not (progress and ctx.leader))
+    bar = tqdm(desc="evaluating", unit="unit", disable=not (progress and ctx.leader))
     for variant in variants:
         result.class_names[variant] = class_names(variant)
         for arch in archs:
