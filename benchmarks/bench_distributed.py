@@ -1,11 +1,12 @@
-"""The evaluation on one and on several processes: images per second, and a projection to a large set.
+"""The evaluation on one and on several processes: images per second and the speed-up.
 
 Runs the whole job list (every method and setting, every reference row) on one variant × model at the default
 sizes, from an empty cache each time, as ``python -m dvehelpers evaluate`` in one process (with the machine's
 threads, and with one thread) and under ``torchrun --nproc-per-node N`` (torchrun gives each rank one thread), and
 reports test images per second (all jobs done on an image) with the speed-up over one process. The baseline,
-measured in the same run: one forward+backward pass of the model over the same images. Run from the repository
-root: ``python benchmarks/bench_distributed.py [--nproc 2] [--arch alexnet] [--write]``.
+measured in the same run: one forward+backward pass of the model over the same images, on the CPU. Where a GPU
+is present, one process on it is timed too. Run from the repository root:
+``python benchmarks/bench_distributed.py [--nproc 2] [--arch alexnet] [--write]``.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ except ImportError:  # pragma: no cover
 SECTION = "## The evaluation on several processes"
 
 
-def wall(nproc: int, threads: int | None, args: argparse.Namespace) -> float:
+def wall(nproc: int, threads: int | None, device: str, args: argparse.Namespace) -> float:
     """Seconds of one evaluation run from an empty cache (launcher start-up included)."""
     cli = ["-m", "dvehelpers", "evaluate", "--variants", args.variant, "--archs", args.arch, "--workers", "2"]
+    cli += ["--device", device]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     env = {k: v for k, v in os.environ.items() if k not in ("DVE_QUICK", "OMP_NUM_THREADS")}
     if threads is not None:
@@ -64,14 +66,16 @@ def main() -> None:
     args = ap.parse_args()
     dh.data.An8Flower(args.variant, "test", per_class=100, progress=False)  # rendered before any timing
     runs = {
-        f"1 process, {torch.get_num_threads()} threads": (1, None),
-        "1 process, 1 thread": (1, 1),
-        f"torchrun, {args.nproc} processes × 1 thread (gloo)": (args.nproc, None),
+        f"1 process, {torch.get_num_threads()} threads": (1, None, "cpu"),
+        "1 process, 1 thread": (1, 1, "cpu"),
+        f"torchrun, {args.nproc} processes × 1 thread (gloo)": (args.nproc, None, "cpu"),
     }
+    if torch.cuda.is_available():  # the GPU row: one process on one GPU
+        runs[f"1 process on {torch.cuda.get_device_name()}"] = (1, None, "cuda")
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.repeats):  # interleaved
-        for label, (nproc, threads) in runs.items():
-            times[label].append(wall(nproc, threads, args))
+        for label, (nproc, threads, device) in runs.items():
+            times[label].append(wall(nproc, threads, device, args))
     base, n = baseline(args)
     first = statistics.median(next(iter(times.values())))
     rows = ["| run | wall s | images / s | speed-up | × fwd+bwd |", "|---|---|---|---|---|"]
