@@ -856,7 +856,8 @@ def _compute(
             count += len(done) + sum(len(x) for x in others)
             bar.update(bool(done) + len(others))
     if ctx.distributed and mine:
-        print(f"rank {ctx.rank} of {ctx.world} ({ctx.device}): {len(mine)} units", file=sys.stderr, flush=True)
+        sys.stderr.write(f"rank {ctx.rank} of {ctx.world} ({ctx.device}): {len(mine)} units\n")  # one write: one line
+        sys.stderr.flush()
     return count
 
 
