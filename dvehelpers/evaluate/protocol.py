@@ -229,12 +229,19 @@ def _score(m: _Model, b: _Batch, maps: Tensor, cfg: _Settings) -> tuple[dict[str
     return out, {"scores": t1 - t0, "faithfulness": time.perf_counter() - t1}
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Without vebi's notice that a class has fewer relevant features than k (notebook 03): it would repeat for
+    every batch."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"k=\d+ is more than the number of relevant features")
+        yield
+
+
 def _method_part(m: _Model, b: _Batch, method: str, params: dict[str, Any], cfg: _Settings) -> dict[str, Any]:
     """One method's scores on one batch: localisation of every image, faithfulness of its faithfulness subset."""
 
-    with warnings.catch_warnings():
-        # vebi's notice that a class has fewer relevant features than k (notebook 03) would repeat for every batch
-        warnings.filterwarnings("ignore", message=r"k=\d+ is more than the number of relevant features")
+    with _quiet():
         t0 = time.perf_counter()
         maps = heatmaps(m.model, b.images, method, params, b.predicted, cfg.batch_size)
     seconds = {"maps": time.perf_counter() - t0}
@@ -248,8 +255,7 @@ def _sanity_part(m: _Model, images: Tensor, method: str, params: dict[str, Any],
     (class-specific methods) and the randomisation cascade, whose reference is the maps under the trained model.
     A unit of its own, so that no process gets every image's sanity checks with its batch."""
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"k=\d+ is more than the number of relevant features")
+    with _quiet():
         t0 = time.perf_counter()
         out: dict[str, Any] = {}
         if METHODS[method].class_specific:
@@ -807,8 +813,9 @@ def _run(
                 for i, (label, _, _) in enumerate(todo):
                     if i not in found:
                         scores = [store.get_part(plan.keys[i], _part_name("scores", b)) for b in range(n_batches)]
-                        sanity = [store.get_part(plan.keys[i], _part_name("sanity", b)) for b in checked]
-                        found[i] = _assemble(scores, sanity if todo[i][1] else [])  # type: ignore[arg-type]
+                        checks = checked if todo[i][1] is not None else []  # reference rows have no sanity checks
+                        sanity = [store.get_part(plan.keys[i], _part_name("sanity", b)) for b in checks]
+                        found[i] = _assemble(scores, sanity)  # type: ignore[arg-type]
                         store.put(plan.keys[i], found[i])
                         finished.add(plan.keys[i])
                         result.computed.append((label, variant, arch))
